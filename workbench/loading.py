@@ -1,0 +1,68 @@
+"""`load()`: one entry point for every model family.
+
+The family is read off what is on disk, never guessed from a name:
+- a packaged name (`whisper-base`, `whisper-tiny.en`, …) → `workbench.registry`;
+- a directory whose `config.json` has `model_type: qwen` and an `"audio"` block → native Qwen-Audio v1;
+- `model_type: qwen2_audio` → Qwen2-Audio through transformers;
+- `model_type: whisper`, or a CTranslate2 `model.bin` → Whisper.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.models.base import AudioLM
+
+
+class UnknownModelError(ValueError):
+    """The source is neither a packaged name nor a directory in a layout the workbench reads."""
+
+
+def _family_of(directory: Path) -> str:
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        if (directory / "model.bin").exists():
+            return "whisper-ct2"
+        raise UnknownModelError(
+            f"{directory} has no config.json: expected a Qwen-Audio, Qwen2-Audio or Whisper checkpoint "
+            "directory (config.json + *.safetensors), or a CTranslate2 Whisper directory (model.bin)")
+    config = json.loads(config_path.read_text())
+    model_type = config.get("model_type")
+    if model_type == "qwen" and "audio" in config:
+        return "qwen-audio"
+    if model_type == "qwen2_audio":
+        return "qwen2-audio"
+    if model_type == "whisper" or (directory / "model.bin").exists():
+        return "whisper"
+    raise UnknownModelError(
+        f"{config_path}: model_type {model_type!r} is not one the workbench loads. Known: 'qwen' with an "
+        "'audio' block (Qwen-Audio / Qwen-Audio-Chat), 'qwen2_audio', 'whisper'")
+
+
+def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+         attn: str = "sdpa", **options: Any) -> AudioLM:
+    """Load a model by packaged name or from a local directory; returns the common `AudioLM` surface."""
+    from workbench import registry
+
+    name = str(source)
+    if name in registry.KNOWN_MODELS:
+        return registry.load_named(name, dtype=dtype, device=device, attn=attn, **options)
+    directory = Path(source).expanduser()
+    if not directory.exists():
+        raise UnknownModelError(
+            f"{name!r} is neither a packaged model ({', '.join(sorted(registry.KNOWN_MODELS))}) "
+            "nor an existing directory: pass a name from that list or the path of a local checkpoint")
+    if not directory.is_dir():
+        raise UnknownModelError(f"{directory} is a file: pass the checkpoint's directory")
+    family = _family_of(directory)
+    if family == "qwen-audio":
+        from workbench.models.qwen_audio import load_qwen_audio
+        return load_qwen_audio(directory, dtype=dtype, device=device, attn=attn, **options)
+    if family == "qwen2-audio":
+        from workbench.models.qwen2_audio import load_qwen2_audio
+        return load_qwen2_audio(directory, dtype=dtype, device=device, attn=attn, **options)
+    from workbench.models.whisper import load_whisper
+    return load_whisper(directory, dtype=dtype, device=device, attn=attn, **options)
