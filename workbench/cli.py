@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import runpy
 import sys
 from pathlib import Path
 
@@ -33,12 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command in ("demo", "figures"):
-        from workbench.notebook_runner import run_notebooks
+        # The runner lives beside the notebooks (scripts/), not in the installed package.
         root = _repo_root()
-        names = DEMO_NOTEBOOKS if args.command == "demo" else (args.notebooks or None)
-        written = run_notebooks(root / "notebooks", names, figures_dir=root / "figures")
-        print(f"wrote {len(written)} figures to {root / 'figures'}")
-        return 0
+        names = list(DEMO_NOTEBOOKS) if args.command == "demo" else args.notebooks
+        runner = runpy.run_path(str(root / "scripts" / "run_notebooks.py"))
+        return runner["main"](names)
 
     import workbench
     model = workbench.load(args.source)

@@ -1,0 +1,83 @@
+"""One publication style for every workbench figure.
+
+    from workbench.style import use_style
+    use_style()                      # for the whole session (a notebook's first cell)
+    with publication_style(): ...    # or just for a block; plots.py wraps every function in it
+
+Rendering must be byte-deterministic so that `scripts/run_notebooks.py` writes the same PNGs on
+every run: the fonts are matplotlib's bundled DejaVu, SVG ids use a fixed salt, and
+`save_figure` strips the date and version metadata that SVG and PDF would otherwise embed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ContextManager
+
+import matplotlib
+from matplotlib.figure import Figure
+
+# Figure sizes in inches: a full-width strip for time series, a taller panel, a square heatmap.
+WIDE = (9.0, 3.0)
+TALL = (9.0, 5.0)
+SQUARE = (5.0, 4.5)
+
+CMAP_MEL = "magma"          # perceptually uniform, dark = quiet
+CMAP_ATTENTION = "viridis"  # non-negative weights
+CMAP_DIVERGING = "RdBu_r"   # signed attributions, centred on zero
+
+GRID_COLOR = "white"        # audio-token grid drawn over a spectrogram
+PADDING_COLOR = "0.55"      # shade over zero-padding after a clip's real end
+LINE_COLOR = "#1f4e79"
+
+STYLE: dict[str, Any] = {
+    "figure.figsize": WIDE,
+    "figure.dpi": 100,               # what a notebook shows (the inline backend renders at this)
+    "savefig.dpi": 200,              # what save_figure writes
+    "figure.constrained_layout.use": True,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "font.family": "DejaVu Sans",    # bundled with matplotlib: the same glyphs on every machine
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.linewidth": 0.8,
+    "lines.linewidth": 1.0,
+    "image.cmap": CMAP_ATTENTION,
+    "image.interpolation": "nearest",  # a bin is a bin: never smooth mel frames or attention cells
+    "svg.hashsalt": "workbench",       # fixed ids in SVG output
+    "svg.fonttype": "path",
+    "pdf.fonttype": 42,
+}
+
+# No creation date, no library versions: the same figure gives the same file.
+_NO_METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+}
+
+
+def publication_style() -> ContextManager:
+    """The style for a `with` block, or as a decorator: `@publication_style()`."""
+    return matplotlib.rc_context(STYLE)
+
+
+def use_style() -> None:
+    """Apply the style to everything drawn from now on in this process."""
+    matplotlib.rcParams.update(STYLE)
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` (format from the suffix: png, svg, pdf) without dates or version stamps."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in _NO_METADATA:
+        raise ValueError(f"cannot save a figure as {path.name!r}: use a .png, .svg or .pdf suffix")
+    with publication_style():
+        fig.savefig(path, format=fmt, metadata=_NO_METADATA[fmt])
+    return path
