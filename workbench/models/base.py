@@ -1,8 +1,16 @@
 """The one surface every model family offers: inputs / forward / generate / describe.
 
 A family (Qwen-Audio v1 native, Qwen2-Audio, Whisper, nano) subclasses `AudioLM` once and
-implements the four `_`-prefixed hooks; everything a notebook calls lives here so the verbs read
-the same whatever the model. Kept deliberately flat: one base class, no mixins.
+implements the hooks; everything a notebook calls lives here so the verbs read the same whatever
+the model. Kept deliberately flat: one base class, no mixins.
+
+Hooks a family implements:
+- `_build_inputs(text, audios, audio_dir)`: prompt text (+ audio) → `ModelInputs`;
+- `_forward` (one prompt) and/or `_forward_batch` (several, padded so that each result equals the
+  prompt run alone): each defaults to the other;
+- `_generate_ids` and/or `_generate_batch`: greedy new ids, stop token included when hit;
+- `_parameter_groups()`: named parts for `describe()`;
+- optionally `stop_ids(inputs)` when the stop tokens depend on the prompt.
 """
 from __future__ import annotations
 
@@ -45,10 +53,12 @@ class ModelInputs:
 
 @dataclass
 class ForwardOutput:
-    logits: torch.Tensor                            # (1, L, V)
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+    logits: torch.Tensor                            # (1, L, V), or (1, logits_to_keep, V)
+    last_hidden_state: torch.Tensor | None = None   # (1, L, d), after the final norm
+    hidden_states: tuple[torch.Tensor, ...] | None = None   # input embeddings, then every layer
+    attentions: tuple[torch.Tensor, ...] | None = None      # per LLM layer, (1, heads, L, L)
     audio_embeds: list[torch.Tensor] | None = None  # per audio, (n_positions, d)
+    encoder_attentions: list[tuple[torch.Tensor, ...]] | None = None  # per audio, per block, (heads, T, T)
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Generation:
     ids: list[int]          # new tokens only, stop token excluded
     text: str               # decoded new tokens (tags kept or stripped as asked)
     prompt_length: int
+    stop_token: int | None = None   # the stop token that ended decoding; None: max_new_tokens reached
 
 
 AudioLike = "str | Path | np.ndarray | torch.Tensor"
@@ -73,29 +84,54 @@ class AudioLM:
     def _build_inputs(self, text: str, audios: Sequence[Any], audio_dir: str | Path | None) -> ModelInputs:
         raise NotImplementedError
 
-    def _forward(self, inputs: ModelInputs, *, output_hidden_states: bool, output_attentions: bool) -> ForwardOutput:
-        raise NotImplementedError
+    def _forward(self, inputs: ModelInputs, **flags: Any) -> ForwardOutput:
+        if type(self)._forward_batch is AudioLM._forward_batch:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _forward nor _forward_batch")
+        return self._forward_batch([inputs], **flags)[0]
+
+    def _forward_batch(self, batch: list[ModelInputs], **flags: Any) -> list[ForwardOutput]:
+        """Flags: output_hidden_states, output_attentions, output_encoder_attentions, logits_to_keep."""
+        if type(self)._forward is AudioLM._forward:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _forward nor _forward_batch")
+        return [self._forward(inputs, **flags) for inputs in batch]
 
     def _generate_ids(self, inputs: ModelInputs, *, max_new_tokens: int) -> list[int]:
-        raise NotImplementedError
+        if type(self)._generate_batch is AudioLM._generate_batch:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _generate_ids nor _generate_batch")
+        return self._generate_batch([inputs], max_new_tokens=max_new_tokens)[0]
+
+    def _generate_batch(self, batch: list[ModelInputs], *, max_new_tokens: int) -> list[list[int]]:
+        if type(self)._generate_ids is AudioLM._generate_ids:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _generate_ids nor _generate_batch")
+        return [self._generate_ids(inputs, max_new_tokens=max_new_tokens) for inputs in batch]
 
     def _parameter_groups(self) -> dict[str, torch.nn.Module]:
         """Named parts for describe(), e.g. {'encoder': …, 'projector': …, 'llm': …}."""
         raise NotImplementedError
 
+    def stop_ids(self, inputs: ModelInputs) -> frozenset[int]:
+        """Token ids that end generation for this prompt."""
+        return frozenset(self.stop_token_ids)
+
     # --- the verbs -----------------------------------------------------------------------
     def inputs(self, prompt: Any, audio: Any = None, *, audio_dir: str | Path | None = None) -> ModelInputs:
         """Build model inputs from an official prompt string, ChatML text, or (audio, TagPrompt).
 
-        `prompt` may be a str (with `<audio>PATH</audio>` references, resolved against
-        `audio_dir` or the working directory), or a `workbench.tags.TagPrompt`, in which case
-        `audio` (a path or a 16 kHz float array, or a list of them) supplies the audio.
+        `prompt` may be a str with `<audio>PATH</audio>` references: without `audio`, each PATH is
+        read (relative paths against `audio_dir`, else the working directory); with `audio` (one
+        path or 16 kHz float array, or a list of them), the items fill the references in order and
+        the text between the tags is only a label. A `workbench.tags.TagPrompt` gets one
+        `<audio>…</audio>` per item of `audio` in front of its tags, as the official prompts put it.
         """
         if isinstance(prompt, ModelInputs):
+            if audio is not None:
+                raise TypeError("prompt is already a ModelInputs (its audio is inside it): do not pass audio")
             return prompt
         audios: list[Any] = [] if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
         text = prompt
-        if not isinstance(prompt, str):  # a TagPrompt (duck-typed to avoid an import cycle)
+        if not isinstance(prompt, str):
+            if not callable(getattr(prompt, "render", None)):  # TagPrompt, duck-typed to avoid an import cycle
+                raise TypeError(f"prompt must be a str, a TagPrompt or a ModelInputs, not {type(prompt).__name__}")
             refs = "".join(f"<audio>{a if isinstance(a, (str, Path)) else f'audio_{i}'}</audio>"
                            for i, a in enumerate(audios))
             text = refs + prompt.render()
@@ -103,21 +139,55 @@ class AudioLM:
 
     @torch.no_grad()
     def forward(self, prompt: Any, audio: Any = None, *, audio_dir: str | Path | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> ForwardOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                output_encoder_attentions: bool = False, logits_to_keep: int | None = None) -> ForwardOutput:
+        """One forward pass. `logits_to_keep=n` computes logits for the last n positions only
+        (the full (L, vocab) logits of a long prompt take hundreds of MB)."""
         inputs = self.inputs(prompt, audio, audio_dir=audio_dir)
-        return self._forward(inputs, output_hidden_states=output_hidden_states,
-                             output_attentions=output_attentions)
+        return self._forward(inputs, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                             output_encoder_attentions=output_encoder_attentions, logits_to_keep=logits_to_keep)
+
+    @torch.no_grad()
+    def forward_batch(self, prompts: Sequence[Any], *, audio_dir: str | Path | None = None,
+                      output_hidden_states: bool = False, output_attentions: bool = False,
+                      output_encoder_attentions: bool = False,
+                      logits_to_keep: int | None = None) -> list[ForwardOutput]:
+        """Several prompts (str, TagPrompt without audio, or ModelInputs) in one padded batch.
+
+        Each result has the prompt's own length (padding removed) and equals `forward` on that
+        prompt alone, up to float rounding.
+        """
+        batch = [self.inputs(p, audio_dir=audio_dir) for p in prompts]
+        if not batch:
+            raise ValueError("forward_batch got no prompts: pass a non-empty list")
+        return self._forward_batch(batch, output_hidden_states=output_hidden_states,
+                                   output_attentions=output_attentions,
+                                   output_encoder_attentions=output_encoder_attentions, logits_to_keep=logits_to_keep)
 
     @torch.no_grad()
     def generate(self, prompt: Any, audio: Any = None, *, audio_dir: str | Path | None = None,
                  max_new_tokens: int = 64, keep_tags: bool = True) -> Generation:
-        """Greedy decoding until the family's stop token or `max_new_tokens`."""
+        """Greedy decoding until a stop token (`stop_ids`) or `max_new_tokens`."""
         inputs = self.inputs(prompt, audio, audio_dir=audio_dir)
-        ids = self._generate_ids(inputs, max_new_tokens=max_new_tokens)
-        ids = [i for i in ids]
-        while ids and ids[-1] in self.stop_token_ids:
-            ids = ids[:-1]
-        return Generation(ids=ids, text=self.decode(ids, keep_tags=keep_tags), prompt_length=inputs.length)
+        _check_max_new_tokens(max_new_tokens)
+        return self._as_generation(inputs, self._generate_ids(inputs, max_new_tokens=max_new_tokens), keep_tags)
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: Sequence[Any], *, audio_dir: str | Path | None = None,
+                       max_new_tokens: int = 64, keep_tags: bool = True) -> list[Generation]:
+        """Greedy decoding of several prompts in one padded batch; each equals `generate` alone."""
+        batch = [self.inputs(p, audio_dir=audio_dir) for p in prompts]
+        if not batch:
+            raise ValueError("generate_batch got no prompts: pass a non-empty list")
+        _check_max_new_tokens(max_new_tokens)
+        ids = self._generate_batch(batch, max_new_tokens=max_new_tokens)
+        return [self._as_generation(inputs, new, keep_tags) for inputs, new in zip(batch, ids)]
+
+    def _as_generation(self, inputs: ModelInputs, ids: list[int], keep_tags: bool) -> Generation:
+        stop = ids[-1] if ids and ids[-1] in self.stop_ids(inputs) else None
+        ids = ids[:-1] if stop is not None else list(ids)
+        return Generation(ids=ids, text=self.decode(ids, keep_tags=keep_tags), prompt_length=inputs.length,
+                          stop_token=stop)
 
     def decode(self, ids: Sequence[int], *, keep_tags: bool = True) -> str:
         return self.tokenizer.decode(list(ids), keep_tags=keep_tags)
@@ -134,3 +204,8 @@ class AudioLM:
         d = self.describe()
         parts = ", ".join(f"{k} {v:,}" for k, v in d["parameters"].items())
         return f"<{type(self).__name__} {self.family}: {parts}; {d['dtype']} on {d['device']}>"
+
+
+def _check_max_new_tokens(max_new_tokens: Any) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: give a positive int")

@@ -1,0 +1,416 @@
+"""Native Qwen-Audio (v1): the published checkpoint on transformers' Qwen2, no remote code.
+
+audio → log-mel → `AudioEncoder` (qwen_audio_encoder.py) → [bos, tokens…, eos]
+prompt → ids → `embed_tokens` → positions `<audio>`…`</audio>` overwritten with the audio → Qwen2 LLM
+
+The LLM is Qwen-7B, which transformers' `Qwen2ForCausalLM` computes exactly once the fused
+`c_attn` is split into q/k/v, `mlp.w2` becomes `gate_proj` (SiLU applies to it) and `mlp.w1`
+`up_proj`, and the config's intermediate_size is halved (the official code halves it).
+
+Exact up to 2048 positions only: beyond `seq_length` the official code switches on dynamic-NTK
+rotary scaling and logn attention scaling (`use_dynamic_ntk`, `use_logn_attn`), which Qwen2 does
+not have. Longer prompts (or prompt + new tokens) raise `ContextTooLongError` instead of silently
+computing something else.
+
+Chat or base: the family is "qwen-audio-chat" when generation_config.json says
+`chat_format: chatml` (Qwen-Audio-Chat ships that; the base model "raw"), or when `chat=True` is
+passed to the loader. Generation stops at `<|endoftext|>` always, and also at `<|im_end|>` /
+`<|im_start|>` for the chat family or for any prompt written in ChatML (starting `<|im_start|>`),
+as the official `chat()` does.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers.cache_utils import DynamicCache
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2RotaryEmbedding
+
+from workbench.audio import DECODERS, audio_span_tokens, encoder_frames, load_audio, log_mel
+from workbench.checkpoint import (
+    CheckpointError, CheckpointFileNotFoundError, TensorInfo, UnsupportedDtypeError, check_dtype_runs, load_into,
+    read_config, read_json, resolve_device, resolve_dtype, tensor_index,
+)
+from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs
+from workbench.models.qwen_audio_encoder import (
+    ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderConfig, EncoderOutput,
+)
+from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, IM_END_ID, IM_START_ID, VOCAB_SIZE
+from workbench.tokenizer import TIKTOKEN_FILE, AudioTagError, QwenAudioTokenizer, audio_refs
+
+__all__ = ["ContextTooLongError", "QwenAudio", "QwenAudioConfig", "UnsupportedDtypeError", "load_qwen_audio",
+           "parameter_counts", "qwen2_config", "weight_targets"]
+
+# transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
+_CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
+
+
+class ContextTooLongError(ValueError):
+    """The sequence passes the length up to which this implementation equals the official one."""
+
+
+# --- config -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QwenAudioConfig:
+    encoder: EncoderConfig
+    llm: Qwen2Config
+    chat: bool
+    max_positions: int          # beyond this the official model computes differently (module docstring)
+    official: dict = field(repr=False)      # config.json as published
+    generation: dict = field(repr=False)    # generation_config.json ({} when absent)
+
+    @classmethod
+    def from_official(cls, official: dict, generation: dict | None = None, chat: bool | None = None) -> QwenAudioConfig:
+        generation = generation or {}
+        encoder, llm = EncoderConfig.from_official(_audio_block(official)), qwen2_config(official)
+        if encoder.output_dim != llm.hidden_size:
+            raise CheckpointError(f"audio output_dim {encoder.output_dim} differs from the LLM hidden_size "
+                                  f"{llm.hidden_size}: the audio embeddings cannot be spliced into the prompt")
+        if encoder.audio_start_id != AUDIO_START_ID:
+            raise CheckpointError(f"audio_start_id {encoder.audio_start_id} is not the tokenizer's <audio> id "
+                                  f"{AUDIO_START_ID}: this is not the published Qwen-Audio vocabulary")
+        chat = generation.get("chat_format") == "chatml" if chat is None else bool(chat)
+        scaled = official.get("use_dynamic_ntk", False) or official.get("use_logn_attn", False)
+        max_positions = official.get("seq_length", 2048) if scaled else llm.max_position_embeddings
+        return cls(encoder, llm, chat, int(max_positions), official, generation)
+
+
+def _audio_block(official: dict) -> dict:
+    if official.get("model_type") != "qwen" or not isinstance(official.get("audio"), dict):
+        raise CheckpointError(
+            f"config.json has model_type {official.get('model_type')!r} and "
+            f"{'an' if 'audio' in official else 'no'} 'audio' block: Qwen-Audio v1 needs model_type 'qwen' "
+            "with an 'audio' encoder block (Qwen2-Audio and Whisper load through workbench.load)")
+    return official["audio"]
+
+
+def qwen2_config(official: dict) -> Qwen2Config:
+    """transformers' Qwen2 config that computes the official Qwen(-7B) LLM."""
+    required = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")
+    missing = [key for key in required if key not in official]
+    if missing:
+        raise CheckpointError(f"config.json lacks {missing}: not a Qwen-Audio LLM config")
+    hidden, heads = official["hidden_size"], official["num_attention_heads"]
+    if hidden % heads or official.get("kv_channels", hidden // heads) * heads != hidden:
+        raise CheckpointError(f"config.json: kv_channels {official.get('kv_channels')} × {heads} heads ≠ hidden_size "
+                              f"{hidden}; only the published layout (projection size = hidden size) is supported")
+    if official.get("rotary_pct", 1.0) != 1.0 or not official.get("no_bias", True):
+        raise CheckpointError("config.json: rotary_pct ≠ 1 or no_bias false; only the published layout is supported")
+    if official["vocab_size"] < VOCAB_SIZE:
+        raise CheckpointError(f"config.json vocab_size {official['vocab_size']} is smaller than the tokenizer's "
+                              f"{VOCAB_SIZE} ids (<audio> is {AUDIO_START_ID}): the embedding cannot hold the "
+                              "audio tags; this is not a Qwen-Audio checkpoint")
+    return Qwen2Config(
+        vocab_size=official["vocab_size"], hidden_size=hidden, num_hidden_layers=official["num_hidden_layers"],
+        num_attention_heads=heads, num_key_value_heads=heads,
+        intermediate_size=official["intermediate_size"] // 2,   # the official MLP halves the config value
+        hidden_act="silu", rms_norm_eps=official.get("layer_norm_epsilon", 1e-6),
+        rope_parameters={"rope_type": "default", "rope_theta": float(official.get("rotary_emb_base", 10000))},
+        max_position_embeddings=official.get("max_position_embeddings", 8192), tie_word_embeddings=False,
+        use_sliding_window=False, eos_token_id=ENDOFTEXT_ID)
+
+
+def parameter_counts(official: dict) -> dict[str, int]:
+    """Parameters per part (encoder, projector, llm) from config.json alone: modules built on meta."""
+    config = QwenAudioConfig.from_official(official)
+    with torch.device("meta"):
+        network = _build(config, "sdpa")
+    return {name: sum(p.numel() for p in part.parameters()) for name, part in _parts(network).items()}
+
+
+def _build(config: QwenAudioConfig, attn: str) -> nn.ModuleDict:
+    llm_config = copy.deepcopy(config.llm)
+    llm_config._attn_implementation = attn
+    return nn.ModuleDict({"encoder": AudioEncoder(config.encoder, attn), "llm": Qwen2ForCausalLM(llm_config)})
+
+
+def _parts(network: nn.ModuleDict) -> dict[str, nn.Module]:
+    encoder = network["encoder"]
+    return {"encoder": nn.ModuleList([encoder.conv1, encoder.conv2, encoder.blocks, encoder.ln_post]),
+            "projector": nn.ModuleList([encoder.proj, encoder.audio_bos_eos_token]),
+            "llm": network["llm"]}
+
+
+# --- weights ------------------------------------------------------------------------------
+
+_LAYER_RENAMES = {"ln_1": "input_layernorm", "ln_2": "post_attention_layernorm", "attn.c_proj": "self_attn.o_proj",
+                  "mlp.w1": "mlp.up_proj", "mlp.w2": "mlp.gate_proj", "mlp.c_proj": "mlp.down_proj"}
+_TOP_RENAMES = {"transformer.wte.weight": "llm.model.embed_tokens.weight",
+                "transformer.ln_f.weight": "llm.model.norm.weight", "lm_head.weight": "llm.lm_head.weight"}
+
+
+def weight_targets(name: str, hidden_size: int) -> list[tuple[str, slice | None]]:
+    """Where official tensor `name` goes in the network: [(target, rows of the source)], [] if unknown."""
+    if name.startswith("transformer.audio."):
+        return [("encoder." + name.removeprefix("transformer.audio."), None)]
+    if name in _TOP_RENAMES:
+        return [(_TOP_RENAMES[name], None)]
+    prefix, _, rest = name.partition(".h.")
+    layer, _, leaf = rest.partition(".")
+    module, _, kind = leaf.rpartition(".")
+    if prefix != "transformer" or not layer.isdigit() or kind not in ("weight", "bias"):
+        return []
+    base = f"llm.model.layers.{layer}"
+    if module == "attn.c_attn":  # fused [q; k; v] along the output dimension
+        return [(f"{base}.self_attn.{part}_proj.{kind}", slice(i * hidden_size, (i + 1) * hidden_size))
+                for i, part in enumerate("qkv")]
+    return [(f"{base}.{_LAYER_RENAMES[module]}.{kind}", None)] if module in _LAYER_RENAMES else []
+
+
+def _ignored(name: str) -> bool:
+    # Non-persistent buffers some exports include; recomputed here, never weights.
+    return name.endswith((".rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias"))
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
+                    attn: str = "sdpa", audio_batching: str = "separate", audio_decoder: str = "auto",
+                    audio_on_long: str = "error", chat: bool | None = None) -> QwenAudio:
+    """Load an official-layout Qwen-Audio / Qwen-Audio-Chat directory (safetensors only).
+
+    dtype: None → float32 on CPU, bfloat16 on GPU. device: 'cpu', 'cuda[:i]' or 'auto'.
+    attn: 'sdpa' (fast; attentions are still available: forward switches to eager for that call)
+      or 'eager'. audio_batching: 'separate' (each clip encoded alone, batch-invariant) or
+      'official' (all clips of a prompt as one batch, as the published code does).
+    audio_decoder, audio_on_long: how `<audio>PATH</audio>` files are read (`decoder`, `on_long` of
+      `workbench.audio.load_audio`): "ffmpeg" decodes exactly as the official code; audio over 30 s
+      is an error unless audio_on_long="truncate" (the official code truncates silently).
+    chat: override the chat/base decision read from generation_config.json.
+    """
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise CheckpointFileNotFoundError(f"{directory} is not a directory: pass the checkpoint's folder")
+    generation_file = directory / "generation_config.json"
+    generation = read_json(generation_file, "generation config") if generation_file.exists() else {}
+    config = QwenAudioConfig.from_official(read_config(directory), generation, chat)
+    if not (directory / TIKTOKEN_FILE).is_file():
+        raise CheckpointFileNotFoundError(f"{directory} has no {TIKTOKEN_FILE}: copy the tokenizer file of the "
+                                          "published checkpoint next to config.json")
+    if attn not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attn={attn!r}: choose one of {ATTENTION_IMPLEMENTATIONS}")
+    index = tensor_index(directory)
+    _check_vocabulary(index)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    check_dtype_runs(dtype, device)
+    with torch.device("meta"):
+        network = _build(config, attn)
+    llm = network["llm"]
+    with torch.device(device):  # a non-persistent buffer, computed rather than loaded
+        llm.model.rotary_emb = Qwen2RotaryEmbedding(llm.config)
+    load_into(network, index, lambda name: weight_targets(name, config.llm.hidden_size),
+              dtype=dtype, device=device, ignored=_ignored)
+    llm.config.dtype = dtype
+    network.eval()
+    return QwenAudio(network, QwenAudioTokenizer.from_dir(directory), config,
+                     audio_batching=audio_batching, audio_decoder=audio_decoder, audio_on_long=audio_on_long,
+                     path=directory)
+
+
+def _check_vocabulary(index: dict[str, TensorInfo]) -> None:
+    for name in ("transformer.wte.weight", "lm_head.weight"):
+        if name in index and index[name].shape[0] < VOCAB_SIZE:
+            raise CheckpointError(f"{name} has {index[name].shape[0]} rows, fewer than the tokenizer's {VOCAB_SIZE} "
+                                  f"ids (<audio> is {AUDIO_START_ID}): this is not a Qwen-Audio checkpoint")
+
+
+# --- the model ------------------------------------------------------------------------------
+
+class QwenAudio(AudioLM):
+    def __init__(self, network: nn.ModuleDict, tokenizer: QwenAudioTokenizer, config: QwenAudioConfig, *,
+                 audio_batching: str = "separate", audio_decoder: str = "auto", audio_on_long: str = "error",
+                 path: Path | None = None):
+        for name, value, choices in (("audio_batching", audio_batching, AUDIO_BATCHING),
+                                     ("audio_decoder", audio_decoder, DECODERS),
+                                     ("audio_on_long", audio_on_long, ("error", "truncate"))):
+            if value not in choices:
+                raise ValueError(f"{name}={value!r}: choose one of {choices}")
+        self.network, self.tokenizer, self.config, self.path = network, tokenizer, config, path
+        self.audio_batching, self.audio_decoder, self.audio_on_long = audio_batching, audio_decoder, audio_on_long
+        self.family = "qwen-audio-chat" if config.chat else "qwen-audio"
+        self.stop_token_ids = (ENDOFTEXT_ID, IM_END_ID, IM_START_ID) if config.chat else (ENDOFTEXT_ID,)
+
+    @property
+    def encoder(self) -> AudioEncoder:
+        return self.network["encoder"]
+
+    @property
+    def llm(self) -> Qwen2ForCausalLM:
+        return self.network["llm"]
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.lm_head.weight.dtype
+
+    def with_options(self, *, audio_batching: str | None = None, audio_decoder: str | None = None,
+                     audio_on_long: str | None = None) -> QwenAudio:
+        """The same weights (shared, not copied) with other audio options."""
+        return QwenAudio(self.network, self.tokenizer, self.config, path=self.path,
+                         audio_batching=audio_batching or self.audio_batching,
+                         audio_decoder=audio_decoder or self.audio_decoder,
+                         audio_on_long=audio_on_long or self.audio_on_long)
+
+    def stop_ids(self, inputs: ModelInputs) -> frozenset[int]:
+        chatml = inputs.text.lstrip().startswith("<|im_start|>")
+        return frozenset(self.stop_token_ids) | (frozenset({IM_END_ID, IM_START_ID}) if chatml else frozenset())
+
+    def _parameter_groups(self) -> dict[str, nn.Module]:
+        return _parts(self.network)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _build_inputs(self, text: str, audios: Sequence[Any], audio_dir: str | Path | None) -> ModelInputs:
+        refs = audio_refs(text)
+        if audios and len(audios) != len(refs):
+            raise AudioTagError(f"{'more' if len(refs) > len(audios) else 'fewer'} audio tags than audios: the prompt "
+                                f"has {len(refs)} <audio>…</audio> ({refs}) but {len(audios)} audio(s) were given; "
+                                "give one audio per tag, in order (or none, to read the paths in the tags)")
+        sources = list(audios) if audios else [_resolve(ref, audio_dir) for ref in refs]
+        samples = [self._samples(source) for source in sources]
+        spans = [audio_span_tokens(len(s)) for s in samples]
+        ids = self.tokenizer.encode_with_audio(text, spans)
+        starts = [i for i, token in enumerate(ids) if token == AUDIO_START_ID]
+        mels = log_mel(samples) if samples else []
+        audio = [AudioSpan(source=ref, n_samples=len(s), start=start, n_positions=span, mel=mel)
+                 for ref, s, start, span, mel in zip(refs, samples, starts, spans, mels)]
+        return ModelInputs(text=text, input_ids=torch.tensor([ids]), audios=audio)
+
+    def _samples(self, source: Any) -> np.ndarray:
+        if isinstance(source, (str, Path)):
+            return load_audio(source, decoder=self.audio_decoder, on_long=self.audio_on_long)
+        if isinstance(source, (np.ndarray, torch.Tensor)):  # taken as 16 kHz samples
+            return load_audio(source, src_sr=16000, on_long=self.audio_on_long)
+        raise TypeError(f"audio must be a path or a 16 kHz float array, not {type(source).__name__}")
+
+    # -- audio -------------------------------------------------------------------------------
+    def encode_audio(self, inputs: ModelInputs, *, output_attentions: bool = False) -> EncoderOutput:
+        """The audio embeddings spliced into the prompt ([bos, tokens…, eos] per audio)."""
+        if not inputs.audios:
+            return EncoderOutput(embeds=[], attentions=[] if output_attentions else None)
+        mel = torch.stack([a.mel for a in inputs.audios])
+        frames = [encoder_frames(a.n_samples) for a in inputs.audios]
+        return self.encoder.encode(mel, frames, batching=self.audio_batching, output_attentions=output_attentions)
+
+    def embed(self, inputs: ModelInputs, audio_embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Input embeddings (L, d) with each `<audio>`…`</audio>` span overwritten by its audio."""
+        embeds = self.llm.model.embed_tokens(inputs.input_ids[0].to(self.device))
+        for span, audio in zip(inputs.audios, audio_embeds, strict=True):
+            if audio.shape[0] != span.n_positions:
+                raise ValueError(f"audio {span.source!r} gives {audio.shape[0]} embeddings for a span of "
+                                 f"{span.n_positions} positions: rebuild the inputs with model.inputs()")
+            embeds[span.start:span.stop] = audio.to(embeds.dtype)
+        return embeds
+
+    def _check_length(self, positions: int, what: str) -> None:
+        if positions > self.config.max_positions:
+            raise ContextTooLongError(
+                f"{what} needs {positions} positions, more than {self.config.max_positions}: beyond that the official "
+                "model applies dynamic-NTK rotary and logn attention scaling, which this implementation does not; "
+                "shorten the prompt (fewer or shorter audios, less history) or ask for fewer new tokens")
+
+    def _prepare(self, batch: list[ModelInputs], output_encoder_attentions: bool = False):
+        encoded = [self.encode_audio(inputs, output_attentions=output_encoder_attentions) for inputs in batch]
+        embeds = [self.embed(inputs, out.embeds) for inputs, out in zip(batch, encoded)]
+        return encoded, *_left_pad(embeds)
+
+    @contextmanager
+    def _attention(self, implementation: str | None) -> Iterator[None]:
+        """Switch the LLM's attention implementation for one call (eager to return probabilities)."""
+        config = self.llm.config
+        previous = config._attn_implementation
+        config._attn_implementation = implementation or previous
+        try:
+            yield
+        finally:
+            config._attn_implementation = previous
+
+    # -- forward -----------------------------------------------------------------------------
+    def _forward_batch(self, batch: list[ModelInputs], *, output_hidden_states: bool = False,
+                       output_attentions: bool = False, output_encoder_attentions: bool = False,
+                       logits_to_keep: int | None = None) -> list[ForwardOutput]:
+        for inputs in batch:
+            self._check_length(inputs.length, f"the prompt ({inputs.length} tokens)")
+        shortest = min(inputs.length for inputs in batch)
+        if logits_to_keep is not None and not 0 < logits_to_keep <= shortest:
+            raise ValueError(f"logits_to_keep={logits_to_keep!r}: give 1…{shortest} (the shortest prompt's length)")
+        encoded, embeds, mask, positions = self._prepare(batch, output_encoder_attentions)
+        with self._attention("eager" if output_attentions else None):
+            out = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
+                                 output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        hidden = out.last_hidden_state
+        logits = self.llm.lm_head(hidden if logits_to_keep is None else hidden[:, -logits_to_keep:]).float()
+        results = []
+        for i, (inputs, audio) in enumerate(zip(batch, encoded)):
+            pad = embeds.shape[1] - inputs.length   # left padding: item i starts at `pad`
+            results.append(ForwardOutput(
+                logits=logits[i:i + 1, pad:] if logits_to_keep is None else logits[i:i + 1],
+                last_hidden_state=hidden[i:i + 1, pad:],
+                hidden_states=tuple(h[i:i + 1, pad:] for h in out.hidden_states) if output_hidden_states else None,
+                attentions=tuple(a[i:i + 1, :, pad:, pad:] for a in out.attentions) if output_attentions else None,
+                audio_embeds=audio.embeds, encoder_attentions=audio.attentions))
+        return results
+
+    # -- generation --------------------------------------------------------------------------
+    def _generate_batch(self, batch: list[ModelInputs], *, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding with a KV cache; the audio enters through the prompt's embeddings only."""
+        for inputs in batch:
+            self._check_length(inputs.length + max_new_tokens - 1,
+                               f"a prompt of {inputs.length} tokens with max_new_tokens={max_new_tokens}")
+        _, embeds, mask, positions = self._prepare(batch)
+        stops = [self.stop_ids(inputs) for inputs in batch]
+        cache = DynamicCache(config=self.llm.config)
+        step_input: dict[str, torch.Tensor] = {"inputs_embeds": embeds}
+        new: list[list[int]] = [[] for _ in batch]
+        for _ in range(max_new_tokens):
+            hidden = self.llm.model(**step_input, attention_mask=mask, position_ids=positions, use_cache=True,
+                                    **{_CACHE_ARG: cache}).last_hidden_state
+            next_ids = self.llm.lm_head(hidden[:, -1]).argmax(-1)
+            for ids, stop, token in zip(new, stops, next_ids.tolist()):
+                if not (ids and ids[-1] in stop):
+                    ids.append(token)
+            if all(ids[-1] in stop for ids, stop in zip(new, stops)):
+                break
+            step_input = {"input_ids": next_ids[:, None]}
+            positions = positions[:, -1:] + 1
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(len(batch), 1)], dim=1)
+        return new
+
+
+def _resolve(ref: str, audio_dir: str | Path | None) -> Path:
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = Path(audio_dir or Path.cwd()) / path
+    if not path.is_file():
+        raise FileNotFoundError(f"audio {ref!r} in the prompt resolves to {path}, which does not exist: pass "
+                                "audio_dir= (the folder the prompt's paths are relative to) or an absolute path")
+    return path
+
+
+def _left_pad(embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(B, L, d) left-padded embeddings, (B, L) mask (None without padding), position ids from 0.
+
+    Left padding keeps every prompt's last token in the last column, and positions counted from
+    each prompt's own first token keep the rotary phases what they are for the prompt alone.
+    """
+    longest = max(e.shape[0] for e in embeds)
+    padded = embeds[0].new_zeros(len(embeds), longest, embeds[0].shape[-1])
+    mask = torch.zeros(len(embeds), longest, dtype=torch.long, device=padded.device)
+    for i, e in enumerate(embeds):
+        padded[i, longest - e.shape[0]:] = e
+        mask[i, longest - e.shape[0]:] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return padded, (None if bool(mask.all()) else mask), positions
