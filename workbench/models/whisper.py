@@ -1,0 +1,249 @@
+"""Whisper behind the workbench surface: transformers' `WhisperForConditionalGeneration`.
+
+Whisper is the encoder Qwen-Audio grew from, so the same prompts are useful on it: a prompt is
+`<audio>PATH</audio>` followed by the *decoder prefix*, Whisper's own special tokens, e.g.
+`<audio>jfk.flac</audio><|startoftranscript|><|en|><|transcribe|><|notimestamps|>`. The audio goes
+through the encoder; the prefix is what the decoder is fed; generation continues it greedily
+until `<|endoftext|>`. Unlike Qwen-Audio, the audio occupies no position of the decoder's
+sequence: the decoder reaches it only through cross-attention (`WhisperForwardOutput.cross_attentions`),
+so each `AudioSpan` has `n_positions == 0`.
+
+`load_whisper` reads a transformers Whisper directory, a faster-whisper (CTranslate2) directory
+(converted in memory, `workbench.models.ctranslate2`), or a packaged name (`whisper-base`,
+`whisper-tiny.en`; converted once and cached, `workbench.registry`).
+
+Decoding is plain greedy argmax, as the official Qwen-Audio evaluation decodes: none of Whisper's
+own heuristics (token suppression, timestamp rules, temperature fallback), so what comes out is
+what the model puts first.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+from workbench.audio import load_audio
+from workbench.loading import UnknownModelError
+from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs
+from workbench.tags import UnknownTagWarning
+
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+STANDARD_PREFIX = "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"
+AUDIO_REF = re.compile(r"<audio>(.*?)</audio>", re.DOTALL)
+TAG_LIKE = re.compile(r"<\|[^<>|]*\|>")
+
+# transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
+_CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperDecoder.forward).parameters else "past_key_values"
+
+
+class NotAWhisperDirectoryError(ValueError):
+    """The directory holds neither a transformers Whisper nor a faster-whisper (CTranslate2) model."""
+
+
+class WhisperPromptError(ValueError):
+    """The prompt does not give Whisper exactly one audio and a non-empty decoder prefix."""
+
+
+@dataclass
+class WhisperForwardOutput(ForwardOutput):
+    """`ForwardOutput` of the decoder, plus what only an encoder-decoder has.
+
+    `hidden_states`/`attentions`/`last_hidden_state` are the decoder's; `audio_embeds[0]` is the
+    encoder's output (frames, d); `encoder_attentions[0]` the encoder's self-attention per block.
+    """
+
+    cross_attentions: tuple[torch.Tensor, ...] | None = None       # per decoder layer, (1, heads, L, frames)
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # conv + positions, then every block (last: normed)
+
+
+def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32   # the packaged checkpoints are float16, which CPUs run slowly and coarsely
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise TypeError(f"dtype={dtype!r} is not a torch dtype name: use e.g. 'float32', 'bfloat16'")
+        return getattr(torch, dtype)
+    return dtype
+
+
+def load_whisper(path_or_name: str | Path, *, dtype: torch.dtype | str | None = None,
+                 device: str | torch.device | None = None, attn: str = "sdpa") -> WhisperLM:
+    """Load Whisper from a packaged name, a transformers directory or a faster-whisper directory.
+
+    dtype defaults to float32 and device to CPU. attn is "sdpa" (fast) or "eager"; attention
+    weights are returned either way (the model switches to eager while it captures them).
+    """
+    from workbench import registry
+
+    if attn not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attn={attn!r}: use one of {ATTENTION_IMPLEMENTATIONS}")
+    if isinstance(path_or_name, str) and path_or_name in registry.KNOWN_MODELS:
+        directory = registry.ensure_converted(path_or_name)
+    else:
+        directory = Path(path_or_name).expanduser()
+        if not directory.is_dir():
+            raise UnknownModelError(
+                f"{str(path_or_name)!r} is neither a packaged model ({', '.join(sorted(registry.KNOWN_MODELS))}) "
+                "nor a directory: pass one of those names or a Whisper checkpoint directory")
+    model, processor = _read_directory(directory, _as_dtype(dtype), attn)
+    return WhisperLM(model.to(device or "cpu"), processor, source=str(path_or_name))
+
+
+def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+    from workbench.models.ctranslate2 import is_ct2_directory, load_ct2_whisper
+
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if config.get("model_type") == "whisper":
+        model = WhisperForConditionalGeneration.from_pretrained(directory, dtype=dtype, attn_implementation=attn)
+        return model.eval(), WhisperProcessor.from_pretrained(directory)
+    if is_ct2_directory(directory):
+        converted = load_ct2_whisper(directory)
+        converted.model.set_attn_implementation(attn)
+        return converted.model.to(dtype).eval(), converted.processor
+    found = sorted(p.name for p in directory.iterdir())[:12]
+    raise NotAWhisperDirectoryError(
+        f"{directory} is not a Whisper checkpoint: expected config.json with model_type 'whisper' (a "
+        f"transformers directory) or model.bin + tokenizer.json (a faster-whisper directory); found {found}")
+
+
+@contextlib.contextmanager
+def _eager_attention(model: torch.nn.Module, needed: bool) -> Iterator[None]:
+    """SDPA returns no attention weights: switch to eager only while they are captured."""
+    before = model.config._attn_implementation
+    if not needed or before == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+class WhisperLM(AudioLM):
+    family = "whisper"
+
+    def __init__(self, model: WhisperForConditionalGeneration, processor: WhisperProcessor, source: str = ""):
+        self.model, self.processor, self.source = model, processor, source
+        self.tokenizer = processor.tokenizer
+        self.config = model.config
+        self.stop_token_ids = (self.tokenizer.convert_tokens_to_ids("<|endoftext|>"),)
+        self._tags = set(self.tokenizer.get_added_vocab())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- prompt → inputs -------------------------------------------------------------------
+    def _build_inputs(self, text: str, audios: Sequence[Any], audio_dir: str | Path | None) -> ModelInputs:
+        refs = AUDIO_REF.findall(text)
+        prefix = AUDIO_REF.sub("", text)
+        if "<audio>" in prefix or "</audio>" in prefix:
+            raise WhisperPromptError(f"unbalanced <audio> tags in {text!r}: write <audio>PATH</audio>")
+        if refs and audios and len(refs) != len(audios):
+            raise WhisperPromptError(f"the prompt names {len(refs)} audio(s) but {len(audios)} were passed: "
+                                     "pass one audio per <audio>…</audio>, or none to read the paths")
+        items = list(audios) if audios else refs
+        if len(items) != 1:
+            raise WhisperPromptError(
+                f"Whisper takes exactly one audio per prompt, got {len(items)} in {text!r}: write one "
+                f"<audio>PATH</audio> before the decoder prefix, or pass audio=")
+        if not prefix:
+            raise WhisperPromptError(f"the prompt {text!r} has no decoder prefix: Whisper's decoder needs at "
+                                     f"least <|startoftranscript|>, e.g. {STANDARD_PREFIX}")
+        self._warn_unknown_tags(prefix)
+        source = refs[0] if refs else (str(items[0]) if isinstance(items[0], (str, Path)) else "audio_0")
+        audio = _read_audio(items[0], audio_dir)
+        features = self.processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+        ids = self.tokenizer.encode(prefix, add_special_tokens=False)
+        span = AudioSpan(source=source, n_samples=len(audio), start=0, n_positions=0, mel=features[0].float())
+        return ModelInputs(text=text, input_ids=torch.tensor([ids]), audios=[span],
+                           extra={"input_features": features, "encoder_frames": self.config.max_source_positions})
+
+    def _warn_unknown_tags(self, prefix: str) -> None:
+        unknown = [name for name in dict.fromkeys(TAG_LIKE.findall(prefix)) if name not in self._tags]
+        if unknown:
+            warnings.warn(f"{', '.join(unknown)} look like tags but are not in Whisper's vocabulary, so they are "
+                          "tokenized as plain text", UnknownTagWarning, stacklevel=4)
+
+    # --- forward ---------------------------------------------------------------------------
+    def _encode(self, inputs: ModelInputs, **flags: bool):
+        features = inputs.extra["input_features"].to(self.device, self.model.dtype)
+        return self.model.model.encoder(input_features=features, **flags)
+
+    def _forward(self, inputs: ModelInputs, *, output_hidden_states: bool = False, output_attentions: bool = False,
+                 output_encoder_attentions: bool = False, logits_to_keep: int | None = None) -> WhisperForwardOutput:
+        with _eager_attention(self.model, output_attentions or output_encoder_attentions):
+            encoded = self._encode(inputs, output_attentions=output_encoder_attentions,
+                                   output_hidden_states=output_hidden_states)
+            decoded = self.model.model.decoder(
+                input_ids=inputs.input_ids.to(self.device), encoder_hidden_states=encoded.last_hidden_state,
+                output_attentions=output_attentions, output_hidden_states=output_hidden_states, use_cache=False)
+        hidden = decoded.last_hidden_state
+        kept = hidden if logits_to_keep is None else hidden[:, -logits_to_keep:]
+        return WhisperForwardOutput(
+            logits=self.model.proj_out(kept).float(), last_hidden_state=hidden,
+            hidden_states=decoded.hidden_states if output_hidden_states else None,
+            attentions=decoded.attentions if output_attentions else None,
+            audio_embeds=[encoded.last_hidden_state[0]],
+            encoder_attentions=[tuple(a[0] for a in encoded.attentions)] if output_encoder_attentions else None,
+            cross_attentions=decoded.cross_attentions if output_attentions else None,
+            encoder_hidden_states=encoded.hidden_states if output_hidden_states else None,
+        )
+
+    # --- generation ------------------------------------------------------------------------
+    def _generate_ids(self, inputs: ModelInputs, *, max_new_tokens: int) -> list[int]:
+        """Greedy decoding with a KV cache; the audio is encoded once."""
+        limit = self.config.max_target_positions
+        if inputs.length + max_new_tokens - 1 > limit:
+            raise ValueError(f"a decoder prefix of {inputs.length} tokens with max_new_tokens={max_new_tokens} "
+                             f"exceeds Whisper's {limit} decoder positions: lower max_new_tokens to at most "
+                             f"{limit - inputs.length + 1}")
+        audio = self._encode(inputs).last_hidden_state
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        step = inputs.input_ids.to(self.device)
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            hidden = self.model.model.decoder(input_ids=step, encoder_hidden_states=audio, use_cache=True,
+                                              **{_CACHE_ARG: cache}).last_hidden_state
+            token = int(self.model.proj_out(hidden[:, -1]).argmax(-1))
+            new.append(token)
+            if token in self.stop_token_ids:
+                break
+            step = torch.tensor([[token]], device=self.device)
+        return new
+
+    def decode(self, ids: Sequence[int], *, keep_tags: bool = True) -> str:
+        # The tokenizers backend, not WhisperTokenizer.decode: the latter drops timestamp tokens
+        # even when asked to keep special tokens.
+        return self.tokenizer.backend_tokenizer.decode(list(ids), skip_special_tokens=not keep_tags)
+
+    def _parameter_groups(self) -> dict[str, torch.nn.Module]:
+        groups = {"encoder": self.model.model.encoder, "decoder": self.model.model.decoder}
+        if not self.config.tie_word_embeddings:
+            groups["proj_out"] = self.model.proj_out
+        return groups
+
+
+def _read_audio(item: Any, audio_dir: str | Path | None) -> np.ndarray:
+    """A path (relative to `audio_dir`), or samples: 16 kHz unless given as (array, rate)."""
+    if isinstance(item, (str, Path)):
+        path = Path(item).expanduser()
+        if audio_dir is not None and not path.is_absolute():
+            path = Path(audio_dir) / path
+        return load_audio(path)
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        return load_audio(item, src_sr=16000)
+    return load_audio(item)
