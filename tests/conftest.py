@@ -8,6 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# Under pytest-xdist every worker is its own process: one torch thread each keeps 2 workers from
+# oversubscribing 2 cores (a Whisper decoder step ran 7x slower with 2 threads per worker).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
