@@ -14,6 +14,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, \
     Qwen2TokenizerFast, WhisperFeatureExtractor
 
+from workbench.checkpoint import UnsupportedDtypeError
 from workbench.models.qwen2_audio import NotAQwen2AudioDirectoryError, Qwen2AudioPromptError, audio_token_count, \
     load_qwen2_audio
 from workbench.tags import TagPrompt, UnknownTagWarning
@@ -162,7 +163,7 @@ def test_bad_prompts(tiny, prompt, audio, message):
 
 
 def test_bad_options(tiny):
-    with pytest.raises(TypeError, match="dtype='half_float' is not a torch dtype name"):
+    with pytest.raises(UnsupportedDtypeError, match="dtype='half_float': choose float32, bfloat16 or float16"):
         load_qwen2_audio(tiny[0], dtype="half_float")
     with pytest.raises(ValueError, match="attn='flash'"):
         load_qwen2_audio(tiny[0], attn="flash")

@@ -15,6 +15,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, \
     WhisperTokenizer
 
+from workbench.checkpoint import UnsupportedDtypeError
 from workbench import registry
 from workbench.loading import UnknownModelError
 from workbench.models.whisper import STANDARD_PREFIX, NotAWhisperDirectoryError, WhisperPromptError, load_whisper
@@ -166,7 +167,7 @@ def test_bad_sources(tmp_path):
 
 
 def test_bad_dtype_name(tiny):
-    with pytest.raises(TypeError, match="dtype='float99' is not a torch dtype name"):
+    with pytest.raises(UnsupportedDtypeError, match="dtype='float99': choose float32, bfloat16 or float16"):
         load_whisper(tiny[0], dtype="float99")
 
 

@@ -14,12 +14,28 @@ Hooks a family implements:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module, needed: bool = True) -> Iterator[None]:
+    """SDPA returns no attention weights: switch a transformers model to eager only while they
+    are captured, then back (fused attention is ~10x faster, so it stays the default)."""
+    before = model.config._attn_implementation
+    if not needed or before == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 @dataclass

@@ -16,14 +16,13 @@ placeholders (n_tok + 2 positions, as v1), else over the placeholders alone.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +31,8 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from workbench.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, load_audio
-from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs
+from workbench.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
+from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
 from workbench.tags import UnknownTagWarning
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -83,34 +83,17 @@ def load_qwen2_audio(path: str | Path, *, dtype: torch.dtype | str | None = None
     if model_type != "qwen2_audio":
         raise NotAQwen2AudioDirectoryError(f"{config_path} has model_type {model_type!r}, not 'qwen2_audio': "
                                            "use workbench.load() to pick the loader for other checkpoints")
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(directory, dtype=_as_dtype(dtype),
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    check_dtype_runs(dtype, device)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(directory, dtype=dtype,
                                                                attn_implementation=attn)
     processor = Qwen2AudioProcessor.from_pretrained(directory)
-    return Qwen2AudioLM(model.to(device or "cpu").eval(), processor, source=str(directory))
+    return Qwen2AudioLM(model.to(device).eval(), processor, source=str(directory))
 
 
-def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise TypeError(f"dtype={dtype!r} is not a torch dtype name: use e.g. 'float32', 'bfloat16'")
-        return getattr(torch, dtype)
-    return dtype
 
 
-@contextlib.contextmanager
-def _eager_attention(model: torch.nn.Module, needed: bool) -> Iterator[None]:
-    """SDPA returns no attention weights: switch to eager only while they are captured."""
-    before = model.config._attn_implementation
-    if not needed or before == "eager":
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
 
 
 class Qwen2AudioLM(AudioLM):
@@ -218,7 +201,7 @@ class Qwen2AudioLM(AudioLM):
             handles += [layer.self_attn.register_forward_hook(keep_encoder_attention)
                         for layer in core.audio_tower.layers]
         try:
-            with _eager_attention(self.model, output_attentions or output_encoder_attentions):
+            with eager_attention(self.model, output_attentions or output_encoder_attentions):
                 out = core(**self._model_kwargs(inputs), output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions, use_cache=False)
         finally:

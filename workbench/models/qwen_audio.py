@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ from workbench.checkpoint import (
     CheckpointError, CheckpointFileNotFoundError, TensorInfo, UnsupportedDtypeError, check_dtype_runs, load_into,
     read_config, read_json, resolve_device, resolve_dtype, tensor_index,
 )
-from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs
+from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
 from workbench.models.qwen_audio_encoder import (
     ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderConfig, EncoderOutput,
 )
@@ -326,17 +325,6 @@ class QwenAudio(AudioLM):
         embeds = [self.embed(inputs, out.embeds) for inputs, out in zip(batch, encoded)]
         return encoded, *_left_pad(embeds)
 
-    @contextmanager
-    def _attention(self, implementation: str | None) -> Iterator[None]:
-        """Switch the LLM's attention implementation for one call (eager to return probabilities)."""
-        config = self.llm.config
-        previous = config._attn_implementation
-        config._attn_implementation = implementation or previous
-        try:
-            yield
-        finally:
-            config._attn_implementation = previous
-
     # -- forward -----------------------------------------------------------------------------
     def _forward_batch(self, batch: list[ModelInputs], *, output_hidden_states: bool = False,
                        output_attentions: bool = False, output_encoder_attentions: bool = False,
@@ -347,7 +335,7 @@ class QwenAudio(AudioLM):
         if logits_to_keep is not None and not 0 < logits_to_keep <= shortest:
             raise ValueError(f"logits_to_keep={logits_to_keep!r}: give 1…{shortest} (the shortest prompt's length)")
         encoded, embeds, mask, positions = self._prepare(batch, output_encoder_attentions)
-        with self._attention("eager" if output_attentions else None):
+        with eager_attention(self.llm, output_attentions):
             out = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
                                  output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         hidden = out.last_hidden_state

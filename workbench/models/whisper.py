@@ -18,14 +18,13 @@ what the model puts first.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +34,8 @@ from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
 from workbench.audio import load_audio
 from workbench.loading import UnknownModelError
-from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs
+from workbench.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
+from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
 from workbench.tags import UnknownTagWarning
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -67,14 +67,6 @@ class WhisperForwardOutput(ForwardOutput):
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # conv + positions, then every block (last: normed)
 
 
-def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32   # the packaged checkpoints are float16, which CPUs run slowly and coarsely
-    if isinstance(dtype, str):
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise TypeError(f"dtype={dtype!r} is not a torch dtype name: use e.g. 'float32', 'bfloat16'")
-        return getattr(torch, dtype)
-    return dtype
 
 
 def load_whisper(path_or_name: str | Path, *, dtype: torch.dtype | str | None = None,
@@ -96,8 +88,11 @@ def load_whisper(path_or_name: str | Path, *, dtype: torch.dtype | str | None = 
             raise UnknownModelError(
                 f"{str(path_or_name)!r} is neither a packaged model ({', '.join(sorted(registry.KNOWN_MODELS))}) "
                 "nor a directory: pass one of those names or a Whisper checkpoint directory")
-    model, processor = _read_directory(directory, _as_dtype(dtype), attn)
-    return WhisperLM(model.to(device or "cpu"), processor, source=str(path_or_name))
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    check_dtype_runs(dtype, device)
+    model, processor = _read_directory(directory, dtype, attn)
+    return WhisperLM(model.to(device), processor, source=str(path_or_name))
 
 
 def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
@@ -118,18 +113,6 @@ def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[Whi
         f"transformers directory) or model.bin + tokenizer.json (a faster-whisper directory); found {found}")
 
 
-@contextlib.contextmanager
-def _eager_attention(model: torch.nn.Module, needed: bool) -> Iterator[None]:
-    """SDPA returns no attention weights: switch to eager only while they are captured."""
-    before = model.config._attn_implementation
-    if not needed or before == "eager":
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
 
 
 class WhisperLM(AudioLM):
@@ -185,7 +168,7 @@ class WhisperLM(AudioLM):
 
     def _forward(self, inputs: ModelInputs, *, output_hidden_states: bool = False, output_attentions: bool = False,
                  output_encoder_attentions: bool = False, logits_to_keep: int | None = None) -> WhisperForwardOutput:
-        with _eager_attention(self.model, output_attentions or output_encoder_attentions):
+        with eager_attention(self.model, output_attentions or output_encoder_attentions):
             encoded = self._encode(inputs, output_attentions=output_encoder_attentions,
                                    output_hidden_states=output_hidden_states)
             decoded = self.model.model.decoder(
