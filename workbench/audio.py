@@ -9,7 +9,8 @@ Where this module differs from the official code, on purpose:
 - The official code silently cuts audio at 30 s. Here longer audio is an error unless the caller
   picks a policy (`on_long="truncate"` warns, `on_long="chunk"` returns 30 s windows).
 - `decoder="auto"` (the default) reads with soundfile and resamples with soxr ("HQ") instead of
-  shelling out to ffmpeg: no subprocess, and a cleaner anti-aliasing filter. 16 kHz sources (e.g.
+  shelling out to ffmpeg: 4-9x faster on the shared clips (no process to start), and a steeper
+  anti-aliasing filter. 16 kHz sources (e.g.
   LibriSpeech) give exactly the official samples. Resampled sources differ only near the top of
   the band: below 7 kHz the spectra agree to 0.3 %; ffmpeg's default resampler rolls off from
   ~7 kHz and lets ~2.5x more energy through between 7.6 and 8 kHz. Measured against the official
@@ -108,8 +109,7 @@ def load_audio(
     if src_sr is not None and not isinstance(src, (np.ndarray, torch.Tensor)):
         raise ValueError(f"src_sr is for arrays only: a {type(src).__name__} carries its own rate; drop src_sr")
     if isinstance(src, (np.ndarray, torch.Tensor)):
-        audio = _resample_samples(src, src_sr, sr, decoder)
-        name = "the audio array"
+        audio, name = _resample_samples(src, src_sr, sr, decoder), "the audio array"
     elif isinstance(src, (str, os.PathLike)):
         path = Path(src).expanduser()
         if path.is_dir():
@@ -271,15 +271,14 @@ def _apply_long_policy(audio: np.ndarray, sr: int, on_long: str, name: str) -> n
 
 
 def mel_filters(n_mels: int = 80, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Slaney mel filters (n_mels, 201), as Whisper's `mel_filters.npz` stores them (cached: do
-    not modify the returned tensor in place)."""
+    """Slaney mel filters (n_mels, 201), as Whisper's `mel_filters.npz` stores them. Cached per
+    (n_mels, device): do not modify the result in place."""
     return _cached_filters(n_mels, torch.device(device))
 
 
 @functools.lru_cache(maxsize=None)
 def _cached_filters(n_mels: int, device: torch.device) -> torch.Tensor:
-    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)
-    return torch.from_numpy(filters).to(device)
+    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)).to(device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -420,5 +419,5 @@ def seconds_to_token(t: float) -> int:
     """Index of the audio token whose 40 ms contain time t (seconds from the clip start)."""
     if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
         raise ValueError(f"time {t!r} must be a finite, non-negative number of seconds")
-    # round first: 0.12 s is 2.9999999999999996 tokens in binary floating point
+    # round first: in binary floating point 8.04 s is 200.99999999999997 tokens, not 201
     return math.floor(round(t * SAMPLE_RATE / SAMPLES_PER_TOKEN, 9))
