@@ -5,10 +5,12 @@
     audio = wb.load_audio("clip.flac")
     prompt = wb.preset("librispeech", lang="en")
     print(model.generate(prompt, audio).text)
+    t = wb.trace(model, prompt, audio, capture="decoder.layers.*.cross_attn.pattern")
 """
 from workbench.audio import load_audio, log_mel
 from workbench.loading import load
 from workbench.tags import TagPrompt, preset
+from workbench.trace import trace
 
-__all__ = ["load", "load_audio", "log_mel", "TagPrompt", "preset"]
+__all__ = ["load", "load_audio", "log_mel", "TagPrompt", "preset", "trace"]
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """`load()`: one entry point for every model family.
 
 The family is read off what is on disk, never guessed from a name:
+- `nano` → the embedded nano Qwen-Audio shipped inside the package (`workbench.models.nano`);
 - a packaged name (`whisper-base`, `whisper-tiny.en`, …) → `workbench.registry`;
 - a directory whose `config.json` has `model_type: qwen` and an `"audio"` block → native Qwen-Audio v1;
 - `model_type: qwen2_audio` → Qwen2-Audio through transformers;
@@ -48,12 +49,15 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
     from workbench import registry
 
     name = str(source)
+    if name == "nano":   # the embedded default: a Qwen-Audio v1 checkpoint inside the package
+        from workbench.models.nano import load_nano
+        return load_nano(dtype=dtype, device=device, attn=attn, **options)
     if name in registry.KNOWN_MODELS:
         return registry.load_named(name, dtype=dtype, device=device, attn=attn, **options)
     directory = Path(source).expanduser()
     if not directory.exists():
         raise UnknownModelError(
-            f"{name!r} is neither a packaged model ({', '.join(sorted(registry.KNOWN_MODELS))}) "
+            f"{name!r} is neither a packaged model ({', '.join(sorted(['nano', *registry.KNOWN_MODELS]))}) "
             "nor an existing directory: pass a name from that list or the path of a local checkpoint")
     if not directory.is_dir():
         raise UnknownModelError(f"{directory} is a file: pass the checkpoint's directory")

@@ -4,6 +4,12 @@ Text → ids exactly as the official `QWenTokenizer` (NFC, tiktoken with Qwen's 
 every special token allowed in text); `encode_with_audio` then turns each
 `<audio>PATH</audio>` into `<audio>` + (span − 2) × `[[[AUDIO:modality]]]` + `</audio>`, the
 positions whose hidden states the model overwrites with the audio encoder's output.
+
+Any number of BPE ranks: the special tokens are numbered after the ranks, in the official order,
+so Qwen's 151,643 ranks give the published ids (`<|endoftext|>` 151643, `<audio>` 155163) and a
+smaller ranks file (the nano model's) gives the same strings at smaller ids. Read the ids off the
+tokenizer (`tok.audio_start_id`, `tok.special_id("<|en|>")`), not off `workbench.tags`' constants,
+whenever the model may be other than the published one.
 For Qwen-Audio-Chat, `chat_context` rebuilds the official `make_context` (history window included)
 and `from_list_format` the official `Audio 1:<audio>PATH</audio>\\n` builder.
 """
@@ -20,10 +26,7 @@ from typing import Iterable, Mapping, Sequence
 
 import tiktoken
 
-from workbench.tags import (
-    AUDIO_END_ID, AUDIO_PAD_ID, AUDIO_START_ID, ENDOFTEXT_ID, IM_END_ID, IM_START_ID, N_BPE_RANKS,
-    SPECIAL_TOKENS, VOCAB_SIZE, check_tags,
-)
+from workbench.tags import IM_END_ID, IM_START_ID, N_BPE_RANKS, SPECIAL_TOKENS, check_tags
 
 TIKTOKEN_FILE = "qwen.tiktoken"
 SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -103,17 +106,36 @@ class ChatContext:
 
 
 class QwenAudioTokenizer:
-    """Qwen's tiktoken BPE (151,643 ranks) plus the 3,522 special tokens of `workbench.tags`."""
+    """A tiktoken BPE (Qwen's: 151,643 ranks) plus the 3,522 special tokens of `workbench.tags`,
+    numbered from the number of ranks on (module docstring)."""
 
     def __init__(self, mergeable_ranks: dict[bytes, int]):
-        if len(mergeable_ranks) != N_BPE_RANKS or max(mergeable_ranks.values()) != N_BPE_RANKS - 1:
-            raise ValueError(f"the BPE file has {len(mergeable_ranks)} ranks (largest "
-                             f"{max(mergeable_ranks.values(), default=-1)}); the Qwen vocabulary has "
-                             f"{N_BPE_RANKS} (0…{N_BPE_RANKS - 1}): use the qwen.tiktoken of a Qwen-Audio checkpoint")
-        self.special_tokens = {t.text: t.id for t in SPECIAL_TOKENS}
+        n_ranks = len(mergeable_ranks)
+        single_bytes = sum(1 for token in mergeable_ranks if len(token) == 1)
+        if sorted(mergeable_ranks.values()) != list(range(n_ranks)) or single_bytes != 256:
+            raise ValueError(f"the BPE file has {n_ranks} ranks (largest {max(mergeable_ranks.values(), default=-1)}, "
+                             f"{single_bytes} of the 256 single bytes); the Qwen vocabulary has {N_BPE_RANKS} "
+                             f"(0…{N_BPE_RANKS - 1}): use the qwen.tiktoken of a Qwen-Audio checkpoint, or a ranks "
+                             "file numbered 0…n-1 that holds every single byte (so that any text encodes)")
+        self.n_ranks = n_ranks
+        self.special_tokens = {t.text: n_ranks + t.id - N_BPE_RANKS for t in SPECIAL_TOKENS}
         self.encoding = tiktoken.Encoding("qwen_audio", pat_str=SPLIT_PATTERN,
                                           mergeable_ranks=mergeable_ranks, special_tokens=self.special_tokens)
-        self._special_text = {t.id: t.text for t in SPECIAL_TOKENS}
+        self._special_text = {i: text for text, i in self.special_tokens.items()}
+        # The ids the model code needs; equal to workbench.tags' constants for Qwen's own ranks.
+        self.endoftext_id = self.special_id("<|endoftext|>")
+        self.im_start_id = self.special_id("<|im_start|>")
+        self.im_end_id = self.special_id("<|im_end|>")
+        self.audio_pad_id = self.special_id("[[[AUDIO:modality]]]")
+        self.audio_start_id = self.special_id("<audio>")
+        self.audio_end_id = self.special_id("</audio>")
+        self.time_zero_id = self.special_id("<|0.00|>")
+
+    def special_id(self, text: str) -> int:
+        """This tokenizer's id of one special token, e.g. `special_id("<|en|>")` (151859 for Qwen's ranks)."""
+        if text not in self.special_tokens:
+            raise KeyError(f"{text!r} is not a Qwen-Audio special token; see workbench.tags.SPECIAL_TOKENS")
+        return self.special_tokens[text]
 
     @classmethod
     def from_dir(cls, path: str | Path) -> QwenAudioTokenizer:
@@ -138,7 +160,7 @@ class QwenAudioTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self.encoding.n_vocab  # 155165
+        return self.encoding.n_vocab  # 155165 for Qwen's ranks
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -164,7 +186,7 @@ class QwenAudioTokenizer:
         like the official `skip_special_tokens`. Broken UTF-8 becomes U+FFFD, as officially."""
         ids = self._checked_ids(ids)
         if not keep_tags:
-            ids = [i for i in ids if i < ENDOFTEXT_ID]
+            ids = [i for i in ids if i < self.endoftext_id]
         return self.encoding.decode(ids, errors="replace")
 
     def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
@@ -180,11 +202,12 @@ class QwenAudioTokenizer:
             ids = [operator.index(ids)] if not isinstance(ids, Iterable) else [operator.index(i) for i in ids]
         except TypeError:
             raise TypeError(f"ids must be one flat sequence of ints (not a batch, not text); got {ids!r:.80}") from None
-        bad = [i for i in ids if not 0 <= i < VOCAB_SIZE]
+        size = self.vocab_size
+        bad = [i for i in ids if not 0 <= i < size]
         if bad:
-            raise ValueError(f"id {bad[0]} is outside the tokenizer's 0…{VOCAB_SIZE - 1}: the model's embedding "
-                             f"has 155947 rows but ids ≥ {VOCAB_SIZE} are padding without a token; mask "
-                             f"logits[..., {VOCAB_SIZE}:] before taking an argmax")
+            raise ValueError(f"id {bad[0]} is outside the tokenizer's 0…{size - 1}: the model's embedding may "
+                             f"have more rows (Qwen-Audio's 155947) but ids ≥ {size} are padding without a token; "
+                             f"mask logits[..., {size}:] before taking an argmax")
         return ids
 
     # -- audio spans ----------------------------------------------------------------------------
@@ -211,9 +234,9 @@ class QwenAudioTokenizer:
         ids, out, spans = self._encode(text, allowed_special), [], iter(span_tokens)
         position = 0
         while position < len(ids):
-            if ids[position] == AUDIO_START_ID:
-                end = ids.index(AUDIO_END_ID, position)
-                out += [AUDIO_START_ID] + [AUDIO_PAD_ID] * (next(spans) - 2) + [AUDIO_END_ID]
+            if ids[position] == self.audio_start_id:
+                end = ids.index(self.audio_end_id, position)
+                out += [self.audio_start_id] + [self.audio_pad_id] * (next(spans) - 2) + [self.audio_end_id]
                 position = end + 1
             else:
                 out.append(ids[position])
@@ -270,8 +293,8 @@ class QwenAudioTokenizer:
     def _segment_ids(self, segment: list[int | str], spans: list[int]) -> list[int]:
         ids = []
         for part in segment:
-            if isinstance(part, int):
-                ids.append(part)
+            if isinstance(part, int):   # a control token, named by its official id
+                ids.append(self.special_id(_segment_text([part])))
             else:
                 n = len(audio_refs(part))
                 ids += self._encode_with_audio(part, spans[:n], allowed_special=_CONTENT_SPECIALS)

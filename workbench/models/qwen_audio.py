@@ -17,6 +17,11 @@ Chat or base: the family is "qwen-audio-chat" when generation_config.json says
 passed to the loader. Generation stops at `<|endoftext|>` always, and also at `<|im_end|>` /
 `<|im_start|>` for the chat family or for any prompt written in ChatML (starting `<|im_start|>`),
 as the official `chat()` does.
+
+Vocabulary size: the special ids (`<|endoftext|>`, `<audio>`, …) are read from the tokenizer, which
+numbers them after its BPE ranks, and config.json's `audio.audio_start_id` must name the same
+`<audio>` id. The published checkpoints have 151,643 ranks (`<audio>` 155163); a model trained with a
+smaller ranks file (the packaged nano model) has the same tags at smaller ids.
 """
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs
 from workbench.models.qwen_audio_encoder import (
     ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderConfig, EncoderOutput,
 )
-from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, IM_END_ID, IM_START_ID, VOCAB_SIZE
+from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, N_BPE_RANKS
 from workbench.tokenizer import TIKTOKEN_FILE, AudioTagError, QwenAudioTokenizer, audio_refs
 
 __all__ = ["ContextTooLongError", "QwenAudio", "QwenAudioConfig", "UnsupportedDtypeError", "load_qwen_audio",
@@ -74,9 +79,10 @@ class QwenAudioConfig:
         if encoder.output_dim != llm.hidden_size:
             raise CheckpointError(f"audio output_dim {encoder.output_dim} differs from the LLM hidden_size "
                                   f"{llm.hidden_size}: the audio embeddings cannot be spliced into the prompt")
-        if encoder.audio_start_id != AUDIO_START_ID:
-            raise CheckpointError(f"audio_start_id {encoder.audio_start_id} is not the tokenizer's <audio> id "
-                                  f"{AUDIO_START_ID}: this is not the published Qwen-Audio vocabulary")
+        if encoder.audio_start_id < AUDIO_START_ID - N_BPE_RANKS + 256:
+            raise CheckpointError(f"audio_start_id {encoder.audio_start_id} leaves room for fewer than the 256 "
+                                  f"single-byte ranks before the special tokens (<audio> is special token "
+                                  f"{AUDIO_START_ID - N_BPE_RANKS}): this is not a Qwen-Audio vocabulary")
         chat = generation.get("chat_format") == "chatml" if chat is None else bool(chat)
         scaled = official.get("use_dynamic_ntk", False) or official.get("use_logn_attn", False)
         max_positions = official.get("seq_length", 2048) if scaled else llm.max_position_embeddings
@@ -104,9 +110,11 @@ def qwen2_config(official: dict) -> Qwen2Config:
                               f"{hidden}; only the published layout (projection size = hidden size) is supported")
     if official.get("rotary_pct", 1.0) != 1.0 or not official.get("no_bias", True):
         raise CheckpointError("config.json: rotary_pct ≠ 1 or no_bias false; only the published layout is supported")
-    if official["vocab_size"] < VOCAB_SIZE:
+    audio_start = (official.get("audio") or {}).get("audio_start_id", AUDIO_START_ID)
+    n_ids = _n_ids(audio_start)
+    if official["vocab_size"] < n_ids:
         raise CheckpointError(f"config.json vocab_size {official['vocab_size']} is smaller than the tokenizer's "
-                              f"{VOCAB_SIZE} ids (<audio> is {AUDIO_START_ID}): the embedding cannot hold the "
+                              f"{n_ids} ids (<audio> is {audio_start}): the embedding cannot hold the "
                               "audio tags; this is not a Qwen-Audio checkpoint")
     return Qwen2Config(
         vocab_size=official["vocab_size"], hidden_size=hidden, num_hidden_layers=official["num_hidden_layers"],
@@ -115,7 +123,12 @@ def qwen2_config(official: dict) -> Qwen2Config:
         hidden_act="silu", rms_norm_eps=official.get("layer_norm_epsilon", 1e-6),
         rope_parameters={"rope_type": "default", "rope_theta": float(official.get("rotary_emb_base", 10000))},
         max_position_embeddings=official.get("max_position_embeddings", 8192), tie_word_embeddings=False,
-        use_sliding_window=False, eos_token_id=ENDOFTEXT_ID)
+        use_sliding_window=False, eos_token_id=audio_start - (AUDIO_START_ID - ENDOFTEXT_ID))
+
+
+def _n_ids(audio_start_id: int) -> int:
+    """Token ids of the tokenizer whose `<audio>` is `audio_start_id`: `</audio>`, the last, follows it."""
+    return audio_start_id + 2
 
 
 def parameter_counts(official: dict) -> dict[str, int]:
@@ -197,8 +210,13 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
                                           "published checkpoint next to config.json")
     if attn not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attn={attn!r}: choose one of {ATTENTION_IMPLEMENTATIONS}")
+    tokenizer = QwenAudioTokenizer.from_dir(directory)
+    if tokenizer.audio_start_id != config.encoder.audio_start_id:
+        raise CheckpointError(f"config.json audio_start_id {config.encoder.audio_start_id} is not the tokenizer's "
+                              f"<audio> id {tokenizer.audio_start_id} ({tokenizer.n_ranks} BPE ranks in "
+                              f"{TIKTOKEN_FILE}): the config and the tokenizer file come from different models")
     index = tensor_index(directory)
-    _check_vocabulary(index)
+    _check_vocabulary(index, tokenizer.vocab_size, tokenizer.audio_start_id)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     check_dtype_runs(dtype, device)
@@ -211,16 +229,16 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
               dtype=dtype, device=device, ignored=_ignored)
     llm.config.dtype = dtype
     network.eval()
-    return QwenAudio(network, QwenAudioTokenizer.from_dir(directory), config,
+    return QwenAudio(network, tokenizer, config,
                      audio_batching=audio_batching, audio_decoder=audio_decoder, audio_on_long=audio_on_long,
                      path=directory)
 
 
-def _check_vocabulary(index: dict[str, TensorInfo]) -> None:
+def _check_vocabulary(index: dict[str, TensorInfo], n_ids: int, audio_start_id: int) -> None:
     for name in ("transformer.wte.weight", "lm_head.weight"):
-        if name in index and index[name].shape[0] < VOCAB_SIZE:
-            raise CheckpointError(f"{name} has {index[name].shape[0]} rows, fewer than the tokenizer's {VOCAB_SIZE} "
-                                  f"ids (<audio> is {AUDIO_START_ID}): this is not a Qwen-Audio checkpoint")
+        if name in index and index[name].shape[0] < n_ids:
+            raise CheckpointError(f"{name} has {index[name].shape[0]} rows, fewer than the tokenizer's {n_ids} "
+                                  f"ids (<audio> is {audio_start_id}): this is not a Qwen-Audio checkpoint")
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -237,7 +255,9 @@ class QwenAudio(AudioLM):
         self.network, self.tokenizer, self.config, self.path = network, tokenizer, config, path
         self.audio_batching, self.audio_decoder, self.audio_on_long = audio_batching, audio_decoder, audio_on_long
         self.family = "qwen-audio-chat" if config.chat else "qwen-audio"
-        self.stop_token_ids = (ENDOFTEXT_ID, IM_END_ID, IM_START_ID) if config.chat else (ENDOFTEXT_ID,)
+        t = tokenizer
+        self.stop_token_ids = (t.endoftext_id, t.im_end_id, t.im_start_id) if config.chat else (t.endoftext_id,)
+        self.audio_token_id = t.audio_pad_id   # the audio placeholder, read by workbench.positions
 
     @property
     def encoder(self) -> AudioEncoder:
@@ -265,7 +285,8 @@ class QwenAudio(AudioLM):
 
     def stop_ids(self, inputs: ModelInputs) -> frozenset[int]:
         chatml = inputs.text.lstrip().startswith("<|im_start|>")
-        return frozenset(self.stop_token_ids) | (frozenset({IM_END_ID, IM_START_ID}) if chatml else frozenset())
+        chat_stops = frozenset({self.tokenizer.im_end_id, self.tokenizer.im_start_id})
+        return frozenset(self.stop_token_ids) | (chat_stops if chatml else frozenset())
 
     def _parameter_groups(self) -> dict[str, nn.Module]:
         return _parts(self.network)
@@ -281,7 +302,7 @@ class QwenAudio(AudioLM):
         samples = [self._samples(source) for source in sources]
         spans = [audio_span_tokens(len(s)) for s in samples]
         ids = self.tokenizer.encode_with_audio(text, spans)
-        starts = [i for i, token in enumerate(ids) if token == AUDIO_START_ID]
+        starts = [i for i, token in enumerate(ids) if token == self.tokenizer.audio_start_id]
         mels = log_mel(samples) if samples else []
         audio = [AudioSpan(source=ref, n_samples=len(s), start=start, n_positions=span, mel=mel)
                  for ref, s, start, span, mel in zip(refs, samples, starts, spans, mels)]
