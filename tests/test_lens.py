@@ -1,0 +1,91 @@
+"""Logit lens: the last layer reproduces the model's own logits, targets are tokens as asked, errors name the fix."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+import workbench
+from tiny_models import WHISPER_PREFIX, write_whisper
+from workbench.demo import demo_path
+from workbench.lens import LensResult, logit_lens
+from workbench.tags import preset, token_id
+from workbench.trace import TraceRequestError, trace
+
+ASR = preset("librispeech")   # a TagPrompt: the model puts <audio>…</audio> in front
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir: Path):
+    return workbench.load(tiny_dir / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_dir: Path) -> str:
+    return str(tiny_dir / "clips" / "1272-128104-0000.flac")
+
+
+@pytest.fixture(scope="module")
+def result(tiny, clip) -> LensResult:
+    return logit_lens(tiny, ASR, clip, targets=["<|en|>", " mister", 220], top_k=4)
+
+
+def test_last_layer_is_the_model_prediction(tiny, clip, result):
+    logits = tiny.forward(ASR, clip).logits[0, -1]
+    probs = logits.softmax(-1)
+    final = int(logits[: len(tiny.tokenizer)].argmax())
+    assert result.layers == ["embed", "0", "1"] and result.position == 153 and result.query == "<|wo_itn|>"
+    assert result.targets[0].token_id == final
+    assert result.ranks[-1, 0] == 1 and result.top_ids[-1, 0] == final
+    np.testing.assert_allclose(result.probs[-1], probs[[t.token_id for t in result.targets]].numpy(), rtol=1e-5)
+    # top-k among the ids that have a token (the embedding has 782 padding rows past them)
+    np.testing.assert_allclose(result.top_probs[-1], probs[: len(tiny.tokenizer)].topk(4).values.numpy(), rtol=1e-5)
+    # ranks count the tokens with a larger logit at every layer
+    assert (result.ranks >= 1).all() and result.ranks.dtype.kind == "i"
+
+
+def test_targets_are_scored_by_their_first_piece_and_say_so(result):
+    table = result.targets_table()
+    assert list(table["text"][1:]) == ["<|en|>", " mister", " "]
+    assert table["token_id"][1] == token_id("<|en|>")
+    assert table["pieces"][2] > 1 and " mister".startswith(table["token"][2])
+    assert table["token_id"][3] == 220 and table["pieces"][3] == 1
+
+
+def test_table_and_plot(result):
+    table = result.to_pandas()
+    assert list(table["layer"]) == ["embed", "0", "1"]
+    assert {"top_k", "p(<|en|>)", "rank(<|en|>)"} <= set(table.columns)
+    assert table["top_k"][2].count(",") == 3                      # top_k = 4 tokens
+    fig = result.plot()
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["embed", "0", "1"]
+    assert len(fig.axes[0].lines) == len(result.targets)
+
+
+def test_lens_over_generated_tokens_and_on_whisper(tmp_path):
+    whisper = workbench.load(write_whisper(tmp_path))
+    clip = str(demo_path("speech_en"))
+    result = logit_lens(whisper, WHISPER_PREFIX, clip, position=-1, generate=2, targets=["<|en|>"])
+    traced = trace(whisper, WHISPER_PREFIX, clip, generate=2)     # the same prompt + output, plain
+    assert result.position == traced.inputs.length - 1 == 5
+    assert result.layers == ["embed", "0", "1"]
+    probs = traced.logits[-1].softmax(-1)
+    np.testing.assert_allclose(result.probs[-1], probs[[t.token_id for t in result.targets]].numpy(),
+                               atol=1e-6, rtol=1e-5)
+    assert result.targets[1].token_id == whisper.tokenizer.convert_tokens_to_ids("<|en|>")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"top_k": 0}, "top_k=0"),
+    ({"position": "first"}, "position='first'"),
+    ({"position": 999}, "out of range"),
+    ({"targets": [1.5]}, "token string or a token id"),
+    ({"targets": [""]}, "encodes to no token"),
+    ({"targets": [10**7]}, "outside the tokenizer"),
+])
+def test_bad_requests(tiny, clip, options, message):
+    with pytest.raises(TraceRequestError, match=message):
+        logit_lens(tiny, ASR, clip, **options)
