@@ -208,6 +208,11 @@ class AudioLM:
     def decode(self, ids: Sequence[int], *, keep_tags: bool = True) -> str:
         return self.tokenizer.decode(list(ids), keep_tags=keep_tags)
 
+    def trace(self, prompt: Any, audio: Any = None, **options: Any) -> Any:
+        """`workbench.trace.trace(self, …)`: one forward with labelled positions and captured tensors."""
+        from workbench.trace import trace   # trace imports models: import here, not at the top
+        return trace(self, prompt, audio, **options)
+
     def describe(self) -> dict[str, Any]:
         """Parameter counts per part, dtype and device."""
         groups = self._parameter_groups()
