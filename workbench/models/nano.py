@@ -1,0 +1,72 @@
+"""The embedded default: a nano Qwen-Audio trained in miniature, shipped inside the package.
+
+Same classes as Qwen-Audio v1 (`QwenAudio`, `AudioEncoder`, transformers' `Qwen2ForCausalLM`,
+`QwenAudioTokenizer`), same official checkpoint layout, same hierarchical tags — only smaller:
+
+- audio encoder: Whisper tiny.en's encoder (4 blocks, width 384), then the Qwen-Audio pool,
+  `ln_post`, `proj` (384 → 192) and learned audio bos/eos;
+- LLM: Qwen2 with hidden 192, 4 layers, 6 heads, MLP 384 a branch, untied embeddings;
+- tokenizer: a byte-level BPE learned on the synthetic corpus's texts (at most 2,048 ranks: the
+  corpus's small vocabulary runs out of pairs seen twice at 1,557), then the full Qwen-Audio special
+  vocabulary (3,522 tags, identical strings, same order), numbered after the ranks: `<|endoftext|>`
+  is 1557 and `<audio>` 5077 instead of 151643 and 155163 (read them off the tokenizer).
+
+Trained by `recipes/train_nano.py` on the corpus of `workbench.synth` (multitask pretraining with
+tags, then ChatML fine-tuning); its measured numbers are in `assets/nano/eval.json`.
+
+    import workbench
+    model = workbench.load("nano")
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from workbench.checkpoint import CheckpointFileNotFoundError
+
+__all__ = ["MAX_RANKS", "NANO_DIR", "NANO_SIZES", "WHISPER_SOURCE", "load_nano", "nano_config", "nano_evaluation"]
+
+NANO_DIR = Path(__file__).resolve().parent.parent / "assets" / "nano"
+MAX_RANKS = 2048             # BPE ranks asked of the tokenizer trainer (it stops early when pairs run out)
+N_SPECIAL = 3522             # every Qwen-Audio tag, `<|endoftext|>` … `</audio>`
+WHISPER_SOURCE = "whisper-tiny.en"   # the encoder's initialisation (workbench.registry name)
+NANO_SIZES = dict(hidden=192, layers=4, heads=6, intermediate=768,   # config value; the MLP uses half
+                  audio_state=384, audio_layers=4, audio_heads=6)
+
+
+def nano_config(n_ranks: int) -> dict:
+    """config.json of the nano model: the published keys (`official_config`) at the nano sizes, with
+    the vocabulary and `audio_start_id` of a tokenizer with `n_ranks` BPE ranks."""
+    from workbench.models.official_layout import official_config
+
+    vocab = n_ranks + N_SPECIAL
+    config = official_config(**NANO_SIZES, vocab_size=vocab)
+    config["audio"]["audio_start_id"] = vocab - 2   # `<audio>`, the second to last special token
+    # The nano prompts stay far below 2048 positions: no dynamic-NTK or logn scaling to mimic.
+    config.update(use_dynamic_ntk=False, use_logn_attn=False, max_position_embeddings=2048,
+                  torch_dtype="float16")
+    return config
+
+
+def load_nano(path: str | Path | None = None, **options: Any):
+    """The packaged nano Qwen-Audio (or a nano checkpoint at `path`), as a `QwenAudio`.
+
+    Options are those of `load_qwen_audio` (dtype, device, attn, audio_batching, …); float32 on CPU
+    by default, computed from the float16 weights on disk."""
+    from workbench.models.qwen_audio import load_qwen_audio
+
+    directory = NANO_DIR if path is None else Path(path)
+    if not (directory / "model.safetensors").is_file():
+        raise CheckpointFileNotFoundError(
+            f"{directory} holds no model.safetensors: the nano checkpoint is missing from the package; "
+            "reinstall workbench, or train one with `python recipes/train_nano.py` and pass its directory")
+    return load_qwen_audio(directory, **options)
+
+
+def nano_evaluation(path: str | Path | None = None) -> dict:
+    """The numbers measured on the held-out test split when the checkpoint was trained (eval.json)."""
+    file = (NANO_DIR if path is None else Path(path)) / "eval.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: run `python recipes/eval_nano.py` to measure the checkpoint")
+    return json.loads(file.read_text())
