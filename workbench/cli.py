@@ -7,8 +7,9 @@ import runpy
 import sys
 from pathlib import Path
 
-# The main job runs these notebooks headless; `figures` runs them all.
-DEMO_NOTEBOOKS = ("00_quickstart",)
+# The main job runs these notebooks headless (the tour, then the embedded nano model at work);
+# `figures` runs them all.
+DEMO_NOTEBOOKS = ("00_quickstart", "04_nano_recipe")
 
 
 def _repo_root() -> Path:
