@@ -52,3 +52,37 @@ def golden_chat(tiny_dir: Path) -> dict:
 def golden_arrays(tiny_dir: Path) -> dict[str, np.ndarray]:
     with np.load(tiny_dir / "golden.npz") as z:
         return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tiny_dir: Path):
+    """The fixture's official-layout Qwen-Audio, loaded once per test module, on one torch thread:
+    the tiny model gains nothing from more, and two-thread ops slow down ~10x when test workers
+    share the CPU. The thread count is restored for the other modules."""
+    from workbench.models.qwen_audio import load_qwen_audio
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_qwen_audio(tiny_dir / "checkpoint")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_dir: Path) -> str:
+    """The LibriSpeech clip of golden case 0."""
+    return str(tiny_dir / "clips" / "1272-128104-0000.flac")
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    """A tiny random Whisper written to disk and loaded through `workbench.load`."""
+    import workbench
+    from tiny_models import write_whisper
+
+    return workbench.load(write_whisper(tmp_path_factory.mktemp("whisper")))
+
+
+@pytest.fixture(scope="module")
+def noise() -> np.ndarray:
+    """1.5 s of seeded white noise at 16 kHz."""
+    return (0.1 * np.random.default_rng(0).standard_normal(24_000)).astype(np.float32)

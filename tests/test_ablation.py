@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from workbench import scoring
 from workbench.ablation import AblationResult, ablate, describe_change
 from workbench.models.base import ModelInputs
-from workbench.models.qwen_audio import load_qwen_audio
 from workbench.tags import TagPrompt, TagPromptError, drop_variants, permute_variants, preset, swap_variants
 
 CLIP = "1272-128104-0000.flac"
@@ -24,18 +23,13 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def model(tiny_dir):
-    # The tiny model gains nothing from threads, and two-thread ops slow down ~10x when the
-    # test workers share the CPU; restore the setting for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_qwen_audio(tiny_dir / "checkpoint")
-    torch.set_num_threads(threads)
+def model(tiny_qwen):
+    return tiny_qwen
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_dir) -> str:
-    return str(tiny_dir / "clips" / CLIP)
+def clip(tiny_clip) -> str:
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,15 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 import workbench
-from tiny_models import WHISPER_PREFIX, write_whisper
+from tiny_models import WHISPER_PREFIX
 from workbench import registry
 from workbench.alignment import (
     AlignmentError, HeadRanking, align, dtw_path, find_alignment_heads, normalized_matrix, split_words,
 )
 from workbench.audio import audio_tokens, encoder_frames
-from workbench.models.qwen_audio import load_qwen_audio
 from workbench.tags import preset
 
 ASR = preset("librispeech")
@@ -35,26 +33,18 @@ MAX_MEAN_START_ERROR_TOP_HEADS_S = 0.15
 
 
 @pytest.fixture(scope="module")
-def qwen(tiny_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_qwen_audio(tiny_dir / "checkpoint")
-    torch.set_num_threads(threads)
+def qwen(tiny_qwen):
+    return tiny_qwen
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_dir) -> str:
-    return str(tiny_dir / "clips" / "1272-128104-0000.flac")
+def clip(tiny_clip) -> str:
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")
-def whisper(tmp_path_factory):
-    return workbench.load(write_whisper(tmp_path_factory.mktemp("whisper")))
-
-
-@pytest.fixture(scope="module")
-def noise() -> np.ndarray:
-    return (0.1 * np.random.default_rng(0).standard_normal(24_000)).astype(np.float32)
+def whisper(tiny_whisper):
+    return tiny_whisper
 
 
 # --- the recipe ---------------------------------------------------------------------------------

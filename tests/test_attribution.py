@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from workbench.attribution import AudioAttribution, attribute_audio, attribute_tags
 from workbench.audio import SECONDS_PER_TOKEN
 from workbench.models.base import ModelInputs
-from workbench.models.qwen_audio import load_qwen_audio
 from workbench.tags import TagPromptError, preset
 
 CLIP = "1272-128104-0000.flac"
@@ -25,18 +24,13 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def model(tiny_dir):
-    # One thread: the tiny model gains nothing from more, and shared-CPU test workers slow
-    # two-thread ops ~10x; restored for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_qwen_audio(tiny_dir / "checkpoint")
-    torch.set_num_threads(threads)
+def model(tiny_qwen):
+    return tiny_qwen
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_dir) -> str:
-    return str(tiny_dir / "clips" / CLIP)
+def clip(tiny_clip) -> str:
+    return tiny_clip
 
 
 def _logprob(model, clip: str, tags: str, target: str = TARGET) -> float:

@@ -13,8 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 import workbench
-from tiny_models import WHISPER_PREFIX, write_whisper
-from workbench.models.qwen_audio import load_qwen_audio
+from tiny_models import WHISPER_PREFIX
 from workbench.patching import (
     PatchingError, PatchingResult, aligned_positions, knockout_logits, knockout_sweep, patch, patch_sweep,
 )
@@ -30,26 +29,18 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def qwen(tiny_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)    # the tiny model gains nothing from threads (see test_ablation.py)
-    yield load_qwen_audio(tiny_dir / "checkpoint")
-    torch.set_num_threads(threads)
+def qwen(tiny_qwen):
+    return tiny_qwen
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_dir) -> str:
-    return str(tiny_dir / "clips" / "1272-128104-0000.flac")
+def clip(tiny_clip) -> str:
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")
-def whisper(tmp_path_factory):
-    return workbench.load(write_whisper(tmp_path_factory.mktemp("whisper")))
-
-
-@pytest.fixture(scope="module")
-def noise() -> np.ndarray:
-    return (0.1 * np.random.default_rng(0).standard_normal(24_000)).astype(np.float32)
+def whisper(tiny_whisper):
+    return tiny_whisper
 
 
 @pytest.fixture(params=["qwen", "whisper"])

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 
 
@@ -85,7 +84,6 @@ class Generation:
     stop_token: int | None = None   # the stop token that ended decoding; None: max_new_tokens reached
 
 
-AudioLike = "str | Path | np.ndarray | torch.Tensor"
 
 
 class AudioLM:
