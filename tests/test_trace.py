@@ -276,7 +276,9 @@ def test_nano_is_traced_as_a_qwen_audio():
     clip = str(demo_path("speech_en"))
     t = trace(model, workbench.preset("librispeech"), clip, generate=3, capture="llm.layers.*.attn.pattern",
               rows="output", cols="audio")
-    torch.testing.assert_close(t.logits, model.forward(t.inputs).logits[0], atol=1e-5, rtol=0)
+    # Captured layers run eager softmax, the rest SDPA: float32 rounding differs by ~1e-5 on the trained
+    # nano's logits (magnitudes ~10x the random fixture's), so the fixture README's logits bound, 1e-3, applies.
+    torch.testing.assert_close(t.logits, model.forward(t.inputs).logits[0], atol=1e-3, rtol=0)
     audio = t.positions[t.positions["kind"] == "audio"]
     assert len(audio) == audio_tokens(52593) and list(audio["audio_token"]) == list(range(len(audio)))
     assert t["llm.layers.0.attn.pattern"].shape[1:] == (len(t.generation.ids), len(audio) + 2)
