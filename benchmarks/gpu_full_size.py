@@ -68,6 +68,8 @@ def main() -> int:
     parser.add_argument("--tiktoken", type=Path, help="a real qwen.tiktoken to copy (default: synthetic)")
     parser.add_argument("--audio", type=Path, help="a clip to use instead of the demo sentence (first 30 s)")
     parser.add_argument("--new-tokens", type=int, default=128, help="greedy tokens to time (default 128)")
+    parser.add_argument("--device-map", action="store_true",
+                        help="spread the model over every visible GPU (device_map='auto') instead of one")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script runs")
     args = parser.parse_args()
     if args.dry_run:
@@ -87,11 +89,13 @@ def main() -> int:
                 directory, config, dtype=torch.bfloat16, tokenizer=args.tiktoken))
             print(f"wrote {sum(p.stat().st_size for p in directory.glob('*.safetensors')) / 1e9:.2f} GB "
                   f"in {seconds:.1f} s to {directory}")
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        load_s, model = timed(device, lambda: load_qwen_audio(directory, device=device, dtype=dtype))
+        gpus = [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())] if device.type == "cuda" else []
+        for gpu in gpus:
+            torch.cuda.reset_peak_memory_stats(gpu)
+        placement = {"device_map": "auto"} if args.device_map else {"device": device}
+        load_s, model = timed(device, lambda: load_qwen_audio(directory, dtype=dtype, **placement))
         weights = sum(t.numel() * t.element_size() for t in [*model.network.parameters(), *model.network.buffers()])
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        peak = sum(torch.cuda.max_memory_allocated(gpu) for gpu in gpus) if gpus else None
 
         clip = thirty_seconds(args.audio)
         inputs = model.inputs(preset("librispeech"), audio=clip)
@@ -107,6 +111,7 @@ def main() -> int:
 
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "placement": model.describe()["device"],
         "dry_run": args.dry_run, "dtype": str(dtype).removeprefix("torch."),
         "parameters": sum(p.numel() for p in model.network.parameters()), "weights_gb": weights / 1e9,
         "load_s": load_s, "peak_gpu_gb": peak and peak / 1e9, "peak_over_weights": peak and peak / weights,

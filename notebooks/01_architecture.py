@@ -48,7 +48,8 @@ from workbench.audio import (SAMPLE_RATE, SECONDS_PER_TOKEN, audio_span_tokens, 
 from workbench.demo import demo_clip, demo_path
 from workbench.models.official_layout import (REAL_CONFIG, official_config, official_part, official_shapes,
                                               write_random_checkpoint)
-from workbench.models.qwen_audio import load_qwen_audio, parameter_counts
+from workbench.models.qwen_audio import load_qwen_audio
+from workbench.models.qwen_audio_config import parameter_counts
 from workbench.models.whisper import STANDARD_PREFIX
 from workbench.plots import plot_mel
 from workbench.style import use_style

@@ -18,9 +18,8 @@ import torch
 from workbench.audio import load_audio
 from workbench.checkpoint import CheckpointError, CheckpointFileNotFoundError, resolve_dtype
 from workbench.models.base import ModelInputs
-from workbench.models.qwen_audio import (
-    ContextTooLongError, QwenAudio, UnsupportedDtypeError, load_qwen_audio, parameter_counts,
-)
+from workbench.models.qwen_audio import ContextTooLongError, QwenAudio, UnsupportedDtypeError, load_qwen_audio
+from workbench.models.qwen_audio_config import parameter_counts
 from workbench.tags import AUDIO_PAD_ID, ENDOFTEXT_ID, IM_END_ID, IM_START_ID, TagPrompt
 from workbench.tokenizer import AudioTagError
 

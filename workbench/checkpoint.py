@@ -195,13 +195,16 @@ Targets = Callable[[str], list[tuple[str, slice | None]]]
 
 
 def load_into(root: nn.Module, index: dict[str, TensorInfo], targets: Targets, *, dtype: torch.dtype,
-              device: torch.device, ignored: Callable[[str], bool] = lambda name: False) -> int:
+              device: torch.device | Callable[[str], torch.device],
+              ignored: Callable[[str], bool] = lambda name: False) -> int:
     """Fill a `meta`-built `root` from the checkpoint; returns the bytes allocated.
 
     `targets(name)` says where checkpoint tensor `name` goes: a list of (parameter or buffer name
     in `root`, rows of the source to take or None), empty for a tensor the layout does not know.
-    Each destination is allocated once, in `dtype` on `device`, and filled straight from disk.
+    Each destination is allocated once, in `dtype` on `device` (or on `device(target)`, for a
+    device map), and filled straight from disk.
     """
+    device_of = device if callable(device) else (lambda target: device)
     unknown = [name for name in index if not ignored(name) and not targets(name)]
     if unknown:
         raise CheckpointError(f"the checkpoint has {len(unknown)} tensor(s) this layout does not know, e.g. "
@@ -211,7 +214,7 @@ def load_into(root: nn.Module, index: dict[str, TensorInfo], targets: Targets, *
         if ignored(name):
             continue
         for target, rows in targets(name):
-            destination = torch.empty(placeholder(root, target).shape, dtype=dtype, device=device)
+            destination = torch.empty(placeholder(root, target).shape, dtype=dtype, device=device_of(target))
             copy_tensor(info, destination, rows)
             set_tensor(root, target, destination)
             allocated += destination.numel() * destination.element_size()

@@ -45,7 +45,10 @@ def _family_of(directory: Path) -> str:
 
 def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
          attn: str = "sdpa", **options: Any) -> AudioLM:
-    """Load a model by packaged name or from a local directory; returns the common `AudioLM` surface."""
+    """Load a model by packaged name or from a local directory; returns the common `AudioLM` surface.
+
+    Qwen-Audio checkpoints (and "nano") take more options: `device_map`, `audio_batching`,
+    `audio_decoder`, `audio_on_long`, `chat` (see `workbench.models.qwen_audio.load_qwen_audio`)."""
     from workbench import registry
 
     name = str(source)
@@ -62,6 +65,9 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
     if not directory.is_dir():
         raise UnknownModelError(f"{directory} is a file: pass the checkpoint's directory")
     family = _family_of(directory)
+    if family != "qwen-audio" and options:
+        raise TypeError(f"{directory} is a {family} checkpoint, which takes dtype, device and attn only; "
+                        f"{sorted(options)} are options of Qwen-Audio checkpoints")
     if family == "qwen-audio":
         from workbench.models.qwen_audio import load_qwen_audio
         return load_qwen_audio(directory, dtype=dtype, device=device, attn=attn, **options)

@@ -216,8 +216,9 @@ class AudioLM:
         groups = self._parameter_groups()
         counts = {name: sum(p.numel() for p in mod.parameters()) for name, mod in groups.items()}
         first = next(p for mod in groups.values() for p in mod.parameters())
+        devices = dict.fromkeys(str(p.device) for mod in groups.values() for p in mod.parameters())
         return {"family": self.family, "parameters": counts, "total": sum(counts.values()),
-                "dtype": str(first.dtype).replace("torch.", ""), "device": str(first.device)}
+                "dtype": str(first.dtype).replace("torch.", ""), "device": ", ".join(devices)}
 
     def __repr__(self) -> str:
         d = self.describe()

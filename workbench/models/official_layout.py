@@ -40,7 +40,8 @@ from safetensors.torch import save_file
 from workbench.checkpoint import (
     CONFIG_FILE, INDEX_FILE, SINGLE_FILE, CheckpointError, placeholder, resolve_dtype,
 )
-from workbench.models.qwen_audio import QwenAudio, QwenAudioConfig, weight_targets
+from workbench.models.qwen_audio import QwenAudio
+from workbench.models.qwen_audio_config import QwenAudioConfig, weight_targets
 from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, N_BPE_RANKS
 from workbench.tokenizer import MAX_WINDOW, TIKTOKEN_FILE
 

@@ -25,33 +25,31 @@ smaller ranks file (the packaged nano model) has the same tags at smaller ids.
 """
 from __future__ import annotations
 
-import copy
 import inspect
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2RotaryEmbedding
 
 from workbench.audio import DECODERS, audio_span_tokens, encoder_frames, load_audio, log_mel
 from workbench.checkpoint import (
-    CheckpointError, CheckpointFileNotFoundError, TensorInfo, UnsupportedDtypeError, check_dtype_runs, load_into,
+    CheckpointError, CheckpointFileNotFoundError, UnsupportedDtypeError, check_dtype_runs, load_into,
     read_config, read_json, resolve_device, resolve_dtype, tensor_index,
 )
 from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
-from workbench.models.qwen_audio_encoder import (
-    ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderConfig, EncoderOutput,
+from workbench.models.qwen_audio_config import (
+    QwenAudioConfig, build_network, check_vocabulary, is_ignored, network_parts, weight_targets,
 )
-from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, N_BPE_RANKS
+from workbench.models.qwen_audio_encoder import ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderOutput
+from workbench.placement import dispatch, plan_units, resolve_device_map, unit_of
 from workbench.tokenizer import TIKTOKEN_FILE, AudioTagError, QwenAudioTokenizer, audio_refs
 
-__all__ = ["ContextTooLongError", "QwenAudio", "QwenAudioConfig", "UnsupportedDtypeError", "load_qwen_audio",
-           "parameter_counts", "qwen2_config", "weight_targets"]
+__all__ = ["ContextTooLongError", "QwenAudio", "UnsupportedDtypeError", "load_qwen_audio"]
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
@@ -61,133 +59,12 @@ class ContextTooLongError(ValueError):
     """The sequence passes the length up to which this implementation equals the official one."""
 
 
-# --- config -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class QwenAudioConfig:
-    encoder: EncoderConfig
-    llm: Qwen2Config
-    chat: bool
-    max_positions: int          # beyond this the official model computes differently (module docstring)
-    official: dict = field(repr=False)      # config.json as published
-    generation: dict = field(repr=False)    # generation_config.json ({} when absent)
-
-    @classmethod
-    def from_official(cls, official: dict, generation: dict | None = None, chat: bool | None = None) -> QwenAudioConfig:
-        generation = generation or {}
-        encoder, llm = EncoderConfig.from_official(_audio_block(official)), qwen2_config(official)
-        if encoder.output_dim != llm.hidden_size:
-            raise CheckpointError(f"audio output_dim {encoder.output_dim} differs from the LLM hidden_size "
-                                  f"{llm.hidden_size}: the audio embeddings cannot be spliced into the prompt")
-        if encoder.audio_start_id < AUDIO_START_ID - N_BPE_RANKS + 256:
-            raise CheckpointError(f"audio_start_id {encoder.audio_start_id} leaves room for fewer than the 256 "
-                                  f"single-byte ranks before the special tokens (<audio> is special token "
-                                  f"{AUDIO_START_ID - N_BPE_RANKS}): this is not a Qwen-Audio vocabulary")
-        chat = generation.get("chat_format") == "chatml" if chat is None else bool(chat)
-        scaled = official.get("use_dynamic_ntk", False) or official.get("use_logn_attn", False)
-        max_positions = official.get("seq_length", 2048) if scaled else llm.max_position_embeddings
-        return cls(encoder, llm, chat, int(max_positions), official, generation)
-
-
-def _audio_block(official: dict) -> dict:
-    if official.get("model_type") != "qwen" or not isinstance(official.get("audio"), dict):
-        raise CheckpointError(
-            f"config.json has model_type {official.get('model_type')!r} and "
-            f"{'an' if 'audio' in official else 'no'} 'audio' block: Qwen-Audio v1 needs model_type 'qwen' "
-            "with an 'audio' encoder block (Qwen2-Audio and Whisper load through workbench.load)")
-    return official["audio"]
-
-
-def qwen2_config(official: dict) -> Qwen2Config:
-    """transformers' Qwen2 config that computes the official Qwen(-7B) LLM."""
-    required = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")
-    missing = [key for key in required if key not in official]
-    if missing:
-        raise CheckpointError(f"config.json lacks {missing}: not a Qwen-Audio LLM config")
-    hidden, heads = official["hidden_size"], official["num_attention_heads"]
-    if hidden % heads or official.get("kv_channels", hidden // heads) * heads != hidden:
-        raise CheckpointError(f"config.json: kv_channels {official.get('kv_channels')} × {heads} heads ≠ hidden_size "
-                              f"{hidden}; only the published layout (projection size = hidden size) is supported")
-    if official.get("rotary_pct", 1.0) != 1.0 or not official.get("no_bias", True):
-        raise CheckpointError("config.json: rotary_pct ≠ 1 or no_bias false; only the published layout is supported")
-    audio_start = (official.get("audio") or {}).get("audio_start_id", AUDIO_START_ID)
-    n_ids = _n_ids(audio_start)
-    if official["vocab_size"] < n_ids:
-        raise CheckpointError(f"config.json vocab_size {official['vocab_size']} is smaller than the tokenizer's "
-                              f"{n_ids} ids (<audio> is {audio_start}): the embedding cannot hold the "
-                              "audio tags; this is not a Qwen-Audio checkpoint")
-    return Qwen2Config(
-        vocab_size=official["vocab_size"], hidden_size=hidden, num_hidden_layers=official["num_hidden_layers"],
-        num_attention_heads=heads, num_key_value_heads=heads,
-        intermediate_size=official["intermediate_size"] // 2,   # the official MLP halves the config value
-        hidden_act="silu", rms_norm_eps=official.get("layer_norm_epsilon", 1e-6),
-        rope_parameters={"rope_type": "default", "rope_theta": float(official.get("rotary_emb_base", 10000))},
-        max_position_embeddings=official.get("max_position_embeddings", 8192), tie_word_embeddings=False,
-        use_sliding_window=False, eos_token_id=audio_start - (AUDIO_START_ID - ENDOFTEXT_ID))
-
-
-def _n_ids(audio_start_id: int) -> int:
-    """Token ids of the tokenizer whose `<audio>` is `audio_start_id`: `</audio>`, the last, follows it."""
-    return audio_start_id + 2
-
-
-def parameter_counts(official: dict) -> dict[str, int]:
-    """Parameters per part (encoder, projector, llm) from config.json alone: modules built on meta."""
-    config = QwenAudioConfig.from_official(official)
-    with torch.device("meta"):
-        network = _build(config, "sdpa")
-    return {name: sum(p.numel() for p in part.parameters()) for name, part in _parts(network).items()}
-
-
-def _build(config: QwenAudioConfig, attn: str) -> nn.ModuleDict:
-    llm_config = copy.deepcopy(config.llm)
-    llm_config._attn_implementation = attn
-    return nn.ModuleDict({"encoder": AudioEncoder(config.encoder, attn), "llm": Qwen2ForCausalLM(llm_config)})
-
-
-def _parts(network: nn.ModuleDict) -> dict[str, nn.Module]:
-    encoder = network["encoder"]
-    return {"encoder": nn.ModuleList([encoder.conv1, encoder.conv2, encoder.blocks, encoder.ln_post]),
-            "projector": nn.ModuleList([encoder.proj, encoder.audio_bos_eos_token]),
-            "llm": network["llm"]}
-
-
-# --- weights ------------------------------------------------------------------------------
-
-_LAYER_RENAMES = {"ln_1": "input_layernorm", "ln_2": "post_attention_layernorm", "attn.c_proj": "self_attn.o_proj",
-                  "mlp.w1": "mlp.up_proj", "mlp.w2": "mlp.gate_proj", "mlp.c_proj": "mlp.down_proj"}
-_TOP_RENAMES = {"transformer.wte.weight": "llm.model.embed_tokens.weight",
-                "transformer.ln_f.weight": "llm.model.norm.weight", "lm_head.weight": "llm.lm_head.weight"}
-
-
-def weight_targets(name: str, hidden_size: int) -> list[tuple[str, slice | None]]:
-    """Where official tensor `name` goes in the network: [(target, rows of the source)], [] if unknown."""
-    if name.startswith("transformer.audio."):
-        return [("encoder." + name.removeprefix("transformer.audio."), None)]
-    if name in _TOP_RENAMES:
-        return [(_TOP_RENAMES[name], None)]
-    prefix, _, rest = name.partition(".h.")
-    layer, _, leaf = rest.partition(".")
-    module, _, kind = leaf.rpartition(".")
-    if prefix != "transformer" or not layer.isdigit() or kind not in ("weight", "bias"):
-        return []
-    base = f"llm.model.layers.{layer}"
-    if module == "attn.c_attn":  # fused [q; k; v] along the output dimension
-        return [(f"{base}.self_attn.{part}_proj.{kind}", slice(i * hidden_size, (i + 1) * hidden_size))
-                for i, part in enumerate("qkv")]
-    return [(f"{base}.{_LAYER_RENAMES[module]}.{kind}", None)] if module in _LAYER_RENAMES else []
-
-
-def _ignored(name: str) -> bool:
-    # Non-persistent buffers some exports include; recomputed here, never weights.
-    return name.endswith((".rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias"))
-
-
 # --- loading --------------------------------------------------------------------------------
 
 def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
                     attn: str = "sdpa", audio_batching: str = "separate", audio_decoder: str = "auto",
-                    audio_on_long: str = "error", chat: bool | None = None) -> QwenAudio:
+                    audio_on_long: str = "error", chat: bool | None = None,
+                    device_map: str | dict | None = None) -> QwenAudio:
     """Load an official-layout Qwen-Audio / Qwen-Audio-Chat directory (safetensors only).
 
     dtype: None → float32 on CPU, bfloat16 on GPU. device: 'cpu', 'cuda[:i]' or 'auto'.
@@ -198,6 +75,8 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
       `workbench.audio.load_audio`): "ffmpeg" decodes exactly as the official code; audio over 30 s
       is an error unless audio_on_long="truncate" (the official code truncates silently).
     chat: override the chat/base decision read from generation_config.json.
+    device_map: instead of `device`, 'auto' (every visible GPU, balanced) or {name prefix: device}
+      to spread the encoder and LLM layers over several devices (`workbench.placement`).
     """
     directory = Path(path).expanduser()
     if not directory.is_dir():
@@ -216,29 +95,35 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
                               f"<audio> id {tokenizer.audio_start_id} ({tokenizer.n_ranks} BPE ranks in "
                               f"{TIKTOKEN_FILE}): the config and the tokenizer file come from different models")
     index = tensor_index(directory)
-    _check_vocabulary(index, tokenizer.vocab_size, tokenizer.audio_start_id)
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    check_dtype_runs(dtype, device)
+    check_vocabulary(index, tokenizer.vocab_size, tokenizer.audio_start_id)
     with torch.device("meta"):
-        network = _build(config, attn)
+        network = build_network(config, attn)
     llm = network["llm"]
-    with torch.device(device):  # a non-persistent buffer, computed rather than loaded
+    if device_map is None:
+        device = resolve_device(device)
+        placement = {name: device for name in plan_units(network)}
+    elif device is not None:
+        raise ValueError(f"device={device!r} and device_map={device_map!r}: pass one of them (device_map "
+                         "places every part itself)")
+    else:
+        placement = resolve_device_map(device_map, plan_units(network))
+    devices = list(dict.fromkeys(placement.values()))
+    dtype = resolve_dtype(dtype, devices[0])
+    for device in devices:
+        check_dtype_runs(dtype, device)
+    # a non-persistent buffer, computed rather than loaded
+    with torch.device(placement["llm.model.rotary_emb"]):
         llm.model.rotary_emb = Qwen2RotaryEmbedding(llm.config)
-    load_into(network, index, lambda name: weight_targets(name, config.llm.hidden_size),
-              dtype=dtype, device=device, ignored=_ignored)
+    units = sorted(placement, key=len, reverse=True)   # longest first: the innermost unit wins
+    load_into(network, index, lambda name: weight_targets(name, config.llm.hidden_size), dtype=dtype,
+              device=lambda target: placement[next(u for u in units if unit_of(target, u))], ignored=is_ignored)
+    if device_map is not None:
+        dispatch(network, placement)
     llm.config.dtype = dtype
     network.eval()
     return QwenAudio(network, tokenizer, config,
                      audio_batching=audio_batching, audio_decoder=audio_decoder, audio_on_long=audio_on_long,
                      path=directory)
-
-
-def _check_vocabulary(index: dict[str, TensorInfo], n_ids: int, audio_start_id: int) -> None:
-    for name in ("transformer.wte.weight", "lm_head.weight"):
-        if name in index and index[name].shape[0] < n_ids:
-            raise CheckpointError(f"{name} has {index[name].shape[0]} rows, fewer than the tokenizer's {n_ids} "
-                                  f"ids (<audio> is {audio_start_id}): this is not a Qwen-Audio checkpoint")
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -269,7 +154,9 @@ class QwenAudio(AudioLM):
 
     @property
     def device(self) -> torch.device:
-        return self.llm.lm_head.weight.device
+        """Where inputs go (the token embedding's device; with a device map the logits come out on
+        the LM head's)."""
+        return self.llm.model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -288,8 +175,12 @@ class QwenAudio(AudioLM):
         chat_stops = frozenset({self.tokenizer.im_end_id, self.tokenizer.im_start_id})
         return frozenset(self.stop_token_ids) | (chat_stops if chatml else frozenset())
 
+    def decode(self, ids: Sequence[int], *, keep_tags: bool = True) -> str:
+        # Generated ids may be embedding padding rows past the tokenizer: shown, not an error.
+        return self.tokenizer.decode(list(ids), keep_tags=keep_tags, unused="mark")
+
     def _parameter_groups(self) -> dict[str, nn.Module]:
-        return _parts(self.network)
+        return network_parts(self.network)
 
     # -- inputs ------------------------------------------------------------------------------
     def _build_inputs(self, text: str, audios: Sequence[Any], audio_dir: str | Path | None) -> ModelInputs:
@@ -331,7 +222,7 @@ class QwenAudio(AudioLM):
             if audio.shape[0] != span.n_positions:
                 raise ValueError(f"audio {span.source!r} gives {audio.shape[0]} embeddings for a span of "
                                  f"{span.n_positions} positions: rebuild the inputs with model.inputs()")
-            embeds[span.start:span.stop] = audio.to(embeds.dtype)
+            embeds[span.start:span.stop] = audio.to(embeds.device, embeds.dtype)
         return embeds
 
     def _check_length(self, positions: int, what: str) -> None:
