@@ -3,6 +3,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 
 from workbench.tags import AUDIO_END_ID, AUDIO_PAD_ID, AUDIO_START_ID, SPECIAL_TOKENS, UnknownTagWarning, preset
 from workbench.tokenizer import AudioTagError, QwenAudioTokenizer, audio_refs, from_list_format
@@ -73,6 +74,33 @@ def test_ids_beyond_the_tokenizer_are_refused_with_the_fix(tok):
         tok.decode([9707, 155857])
     with pytest.raises(TypeError, match="flat sequence of ints"):
         tok.decode([[9707, 1879]])
+
+
+def test_unused_ids_can_be_marked_instead(tok):
+    hello = tok.decode([9707])
+    assert tok.decode([9707, 155857, 9707], unused="mark") == f"{hello}<unused id 155857>{hello}"
+    assert tok.decode([155900, 9707], keep_tags=False, unused="mark") == hello
+    assert tok.decode([9707], unused="mark") == hello
+    with pytest.raises(ValueError, match="choose 'error' or 'mark'"):
+        tok.decode([9707], unused="skip")
+
+
+def test_generation_on_a_model_that_emits_padding_rows_still_decodes(tiny_qwen, tiny_clip):
+    # A hook on the LM head makes a padding row (past the tokenizer) win every step.
+    vocab = tiny_qwen.tokenizer.vocab_size
+    prompt = f"<audio>{tiny_clip}</audio><|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"
+
+    def prefer_padding(module, args, logits):
+        logits = logits.clone()
+        logits[..., vocab + 3] = logits.max() + 10
+        return logits
+
+    handle = tiny_qwen.llm.lm_head.register_forward_hook(prefer_padding)
+    try:
+        generation = tiny_qwen.generate(prompt, max_new_tokens=2)
+    finally:
+        handle.remove()
+    assert generation.ids[0] == vocab + 3 and f"<unused id {vocab + 3}>" in generation.text
 
 
 def test_unknown_looking_tag_warns_and_is_split_into_text(tok):

@@ -212,7 +212,7 @@ def ablate(model, audio: Any, base_prompt: TagPrompt | str,
         kl, js = _divergences(next_logprobs[0], next_logprobs[i])
         gains, losses = _shifts(model, next_logprobs[0], next_logprobs[i], top_k)
         results.append(VariantResult(
-            label=label, kind=kind, tags=tags, output=decode(model, outputs[i][:-1] if stop else outputs[i]),
+            label=label, kind=kind, tags=tags, output=model.decode(outputs[i][:-1] if stop else outputs[i]),
             output_ids=tuple(outputs[i]),
             token_logprobs={name: tuple(scores[i * n + t].token_logprobs.tolist()) for t, name in enumerate(texts)},
             kl=kl, js=js, gains=gains, losses=losses))
@@ -299,7 +299,7 @@ def describe_change(base: TagPrompt | None, tags: str) -> str:
 
 def _targets(model, targets: Any, base_output: list[int]) -> tuple[dict[str, str], dict[str, list[int]]]:
     if targets is None:
-        return {BASE_OUTPUT: decode(model, base_output)}, {BASE_OUTPUT: list(base_output)}
+        return {BASE_OUTPUT: model.decode(base_output)}, {BASE_OUTPUT: list(base_output)}
     if isinstance(targets, str):
         targets = {"target": targets}
     elif isinstance(targets, Mapping):
@@ -341,15 +341,3 @@ def token_text(model, i: int) -> str:
     """A token's text; ids past the tokenizer (the embedding's padding rows, which the official
     model can still emit, untrained ones in particular) show as `<unused id N>`."""
     return model.tokenizer.convert_ids_to_tokens(i) if i < model.tokenizer.vocab_size else f"<unused id {i}>"
-
-
-def decode(model, ids: Sequence[int]) -> str:
-    """Decoded text, tags kept, with padding ids shown as `<unused id N>` instead of failing."""
-    pieces, run = [], []
-    for i in ids:
-        if i < model.tokenizer.vocab_size:
-            run.append(i)
-            continue
-        pieces += [model.decode(run), token_text(model, i)]
-        run = []
-    return "".join(pieces + [model.decode(run)])

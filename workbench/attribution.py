@@ -39,7 +39,6 @@ from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampli
 from matplotlib.figure import Figure
 
 from workbench import scoring
-from workbench.ablation import decode
 from workbench.audio import SECONDS_PER_TOKEN, mel_frames
 from workbench.models.base import ModelInputs
 from workbench.plots import plot_mel
@@ -181,7 +180,7 @@ def _target(model, full: ModelInputs, target: str | None, max_new_tokens: int,
             prefix: scoring.SharedPrefix | None = None) -> tuple[str, list[int]]:
     if target is None:
         ids = scoring.greedy_batch(model, [full], max_new_tokens=max_new_tokens, prefix=prefix)[0]
-        return decode(model, ids), ids
+        return model.decode(ids), ids
     if not isinstance(target, str) or not target:
         raise ValueError(f"target={target!r}: give non-empty text, or None for the greedy output")
     return target, model.tokenizer.encode(target)

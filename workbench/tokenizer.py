@@ -181,9 +181,24 @@ class QwenAudioTokenizer:
         return self.encoding.encode(unicodedata.normalize("NFC", text), allowed_special=allowed_special,
                                     disallowed_special=())
 
-    def decode(self, ids: Iterable[int], keep_tags: bool = True) -> str:
+    def decode(self, ids: Iterable[int], keep_tags: bool = True, unused: str = "error") -> str:
         """Ids → text; keep_tags=False drops every special token (tags, chat markers, audio pads),
-        like the official `skip_special_tokens`. Broken UTF-8 becomes U+FFFD, as officially."""
+        like the official `skip_special_tokens`. Broken UTF-8 becomes U+FFFD, as officially.
+
+        unused: what to do with ids past the tokenizer — the embedding's padding rows, which a model
+        can still emit (an untrained one often does): "error" (as the official tokenizer), or
+        "mark" to show each as `<unused id N>` (a tag of sorts: dropped when keep_tags=False)."""
+        if unused not in ("error", "mark"):
+            raise ValueError(f"unused={unused!r}: choose 'error' or 'mark'")
+        if unused == "mark":
+            ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+            cut = [n for n, i in enumerate(ids) if isinstance(i, int) and i >= self.vocab_size]
+            if cut:
+                pieces, start = [], 0
+                for n in cut:
+                    pieces += [self.decode(ids[start:n], keep_tags), f"<unused id {ids[n]}>" if keep_tags else ""]
+                    start = n + 1
+                return "".join(pieces + [self.decode(ids[start:], keep_tags)])
         ids = self._checked_ids(ids)
         if not keep_tags:
             ids = [i for i in ids if i < self.endoftext_id]
