@@ -12,6 +12,7 @@ after tags, `<|im_end|>` after ChatML); the loss is taken on the reference and s
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,16 +90,18 @@ def check_features(encoder: AudioEncoder, samples: np.ndarray) -> float:
 
 
 def compute_features(encoder: AudioEncoder, paths: list[str], cache: Path) -> dict[str, torch.Tensor]:
-    """Pooled frames of every clip (float16), read from / added to the cache file `cache`."""
-    features: dict[str, torch.Tensor] = torch.load(cache) if cache.exists() else {}
-    todo = [p for p in dict.fromkeys(paths) if p not in features]
+    """Pooled frames of every clip (float16), by path. The cache file `cache` keeps them by the
+    sha1 of the audio file's bytes, so a regenerated or grown corpus reuses every unchanged clip."""
+    stored: dict[str, torch.Tensor] = torch.load(cache) if cache.exists() else {}
+    digests = {p: hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in dict.fromkeys(paths)}
+    todo = [p for p, digest in digests.items() if digest not in stored]
     for i, path in enumerate(tqdm(todo, desc="whisper features", unit="clip", mininterval=5)):
-        features[path] = pooled_frames(encoder, read_clip(path)).half()
+        stored[digests[path]] = pooled_frames(encoder, read_clip(path)).half()
         if (i + 1) % 2000 == 0:
-            torch.save(features, cache)   # partial progress survives an interruption
+            torch.save(stored, cache)   # partial progress survives an interruption
     if todo:
-        torch.save(features, cache)
-    return features
+        torch.save(stored, cache)
+    return {p: stored[digest] for p, digest in digests.items()}
 
 
 # --- token sequences ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from workbench.synth import (SPLITS, TASKS, CorpusOptions, generate_corpus, read_manifest, split_of,
+from workbench.synth import (SPLITS, TASKS, CorpusOptions, generate_corpus, read_manifest, split_of, split_sizes,
                              task_prompt)
 from workbench.synth import grammar, mixtures, notes, scenes, speech, splits, vocal
 from workbench.synth.corpus import CorpusError
@@ -65,6 +65,21 @@ def test_worker_count_does_not_change_the_corpus(tmp_path):
     generate_corpus(tmp_path / "two", CorpusOptions(**{**options.__dict__, "workers": 2}))
     assert _manifests(tmp_path / "one") == _manifests(tmp_path / "two")
     assert _audio_files(tmp_path / "one") == _audio_files(tmp_path / "two")
+
+
+def test_a_task_can_have_more_items_and_keeps_the_smaller_corpus_items(tmp_path):
+    small = CorpusOptions(per_task=3, seed=0, tasks=("asr", "mna"))
+    large = CorpusOptions(per_task=3, seed=0, tasks=("asr", "mna"), per_task_for=(("mna", 12),))
+    assert split_sizes(large, "mna") == {"train": 10, "validation": 1, "test": 1}
+    assert split_sizes(large, "asr") == split_sizes(large) == {"train": 1, "validation": 1, "test": 1}
+    generate_corpus(tmp_path / "small", small)
+    summary = generate_corpus(tmp_path / "large", large)
+    assert summary.items["train"] == {"asr": 1, "mna": 10}
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "train.jsonl").read_text().splitlines()]
+            for name in ("small", "large")}
+    assert all(row in rows["large"] for row in rows["small"])   # item i does not depend on the counts
+    files = _audio_files(tmp_path / "large")
+    assert all(files[name] == digest for name, digest in _audio_files(tmp_path / "small").items())
 
 
 # --- manifests and prompts ---------------------------------------------------------------------
@@ -266,6 +281,10 @@ def test_bad_options_say_what_to_do():
         CorpusOptions(eval_fraction=0.6)
     with pytest.raises(CorpusError, match="at least 1"):
         CorpusOptions(workers=0)
+    with pytest.raises(CorpusError, match=r"per_task_for\['mna'\]=2: need at least 3"):
+        CorpusOptions(per_task_for=(("mna", 2),))
+    with pytest.raises(CorpusError, match=r"per_task_for names \['mna'\], which are not among the tasks"):
+        CorpusOptions(tasks=("asr",), per_task_for=(("mna", 10),))
 
 
 def test_bad_content_requests_name_the_choices():

@@ -40,6 +40,10 @@ class CorpusError(ValueError):
 class CorpusOptions:
     per_task: int = 100  # items per task, all splits together
     seed: int = 0
+    # (task, items) pairs that replace per_task for those tasks: tasks that need more examples
+    # (MNA has ~70 pitches to tell apart) get them without growing the rest. Item i of a task is
+    # the same whatever the counts, so a larger corpus contains the smaller one's items.
+    per_task_for: tuple[tuple[str, int], ...] = ()
     tasks: tuple[str, ...] = TASKS
     eval_fraction: float = 0.1  # share of each task's items in validation, and again in test
     workers: int = 1  # processes; the output does not depend on it
@@ -53,16 +57,24 @@ class CorpusOptions:
         if not 0 < self.eval_fraction < 0.5:
             raise CorpusError(f"eval_fraction={self.eval_fraction}: use a share between 0 and 0.5 "
                               "(validation and test each get this share)")
-        if self.per_task < 3:
-            raise CorpusError(f"per_task={self.per_task}: need at least 3 items per task, one per split")
+        unknown = [t for t, _ in self.per_task_for if t not in self.tasks]
+        if unknown:
+            raise CorpusError(f"per_task_for names {unknown}, which are not among the tasks generated "
+                              f"({', '.join(self.tasks)}); drop them or add them to tasks")
+        for task, count in ((None, self.per_task), *self.per_task_for):
+            if count < 3:
+                where = f"per_task_for[{task!r}]" if task else "per_task"
+                raise CorpusError(f"{where}={count}: need at least 3 items per task, one per split")
         if self.workers < 1 or self.chunk < 1:
             raise CorpusError(f"workers={self.workers}, chunk={self.chunk}: both must be at least 1")
 
 
-def split_sizes(options: CorpusOptions) -> dict[str, int]:
-    """Items per split for each task: validation and test get eval_fraction (at least one each)."""
-    held_out = max(1, round(options.per_task * options.eval_fraction))
-    return {"train": options.per_task - 2 * held_out, "validation": held_out, "test": held_out}
+def split_sizes(options: CorpusOptions, task: str | None = None) -> dict[str, int]:
+    """Items per split of `task` (or of a task without an override): validation and test get
+    eval_fraction (at least one each)."""
+    total = dict(options.per_task_for).get(task, options.per_task)
+    held_out = max(1, round(total * options.eval_fraction))
+    return {"train": total - 2 * held_out, "validation": held_out, "test": held_out}
 
 
 @dataclass(frozen=True)
@@ -123,11 +135,11 @@ def generate_corpus(out_dir: str | Path, options: CorpusOptions = CorpusOptions(
     """Write the corpus to `out_dir` (created; existing manifests are replaced)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = split_sizes(options)
+    sizes = {task: split_sizes(options, task) for task in options.tasks}
     # Loading the soundfont costs ~0.5 s a fluidsynth run, so MNA jobs are larger.
-    jobs = [(str(out), options.seed, task, split, start, min(start + step, sizes[split]))
+    jobs = [(str(out), options.seed, task, split, start, min(start + step, sizes[task][split]))
             for split in SPLITS for task in options.tasks
-            for step in [options.chunk * (4 if task == "mna" else 1)] for start in range(0, sizes[split], step)]
+            for step in [options.chunk * (4 if task == "mna" else 1)] for start in range(0, sizes[task][split], step)]
     began = time.perf_counter()
     if options.workers == 1:
         results = [_job(*job) for job in jobs]
