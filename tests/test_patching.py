@@ -14,9 +14,8 @@ from matplotlib.figure import Figure
 
 import workbench
 from tiny_models import WHISPER_PREFIX
-from workbench.patching import (
-    PatchingError, PatchingResult, aligned_positions, knockout_logits, knockout_sweep, patch, patch_sweep,
-)
+from workbench.knockout import knockout_logits, knockout_sweep
+from workbench.patching import PatchingError, PatchingResult, aligned_positions, patch, patch_sweep
 from workbench.positions import label_positions
 from workbench.tags import preset
 

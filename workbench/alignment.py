@@ -76,8 +76,8 @@ class Alignment:
                              for w in self.words])
 
     def plot(self, **options: Any):
-        """Words over the mel, and the attention matrix with its DTW path (workbench.plots)."""
-        from workbench.plots import plot_word_alignment
+        """Words over the mel, and the attention matrix with its DTW path (workbench.plots_interventions)."""
+        from workbench.plots_interventions import plot_word_alignment
 
         return plot_word_alignment(self, **options)
 
@@ -288,8 +288,8 @@ class HeadRanking:
         return table
 
     def plot(self, **options: Any):
-        """Heatmap layer × head of the error (workbench.plots.plot_head_ranking)."""
-        from workbench.plots import plot_head_ranking
+        """Heatmap layer × head of the error (workbench.plots_interventions.plot_head_ranking)."""
+        from workbench.plots_interventions import plot_head_ranking
 
         return plot_head_ranking(self, **options)
 

@@ -1,7 +1,7 @@
 """Intervening in a forward pass: which modules hold a family's residual stream and heads, how to
 run its token sequence with the audio encoded once, and the hooks that record, overwrite or knock
-out activations. `workbench.patching` (activation patching, knockouts) and `workbench.alignment`
-build on it.
+out activations. `workbench.patching` (activation patching), `workbench.knockout` (head knockouts)
+and `workbench.alignment` build on it.
 
     net = network(model)                  # Stack per part: layers, the modules fed the heads' outputs
     audio = net.encode(inputs)            # once per prompt

@@ -1,11 +1,10 @@
-"""Activation patching and head knockouts: where in the network a tag's effect lives.
+"""Activation patching: where in the network a tag's effect lives.
 
     result = patch_sweep(model, "<|startoftranscript|><|de|><|transcribe|><|notimestamps|>",   # source A
                          "<|startoftranscript|><|de|><|translate|><|notimestamps|>",           # target B
                          "speech_de.flac", what="resid")
     result.to_pandas()      # one row per layer × position group: score, delta, recovery
     result.plot()           # heatmap layer × group (what="head": layer × head)
-    knockout_sweep(model, prompt, "clip.flac", stack="encoder").plot()   # layer × head
 
 Patching runs the source prompt A once and records, at every layer, the residual stream (the
 layer's output) or each head's output (the slice of the attention's output projection input that
@@ -34,13 +33,11 @@ B". "wer" / "cer" decode B greedily under the patch (patched prompt positions, t
 usual) and compare with `reference` through jiwer (lower-cased, punctuation removed). A callable
 text → float scores the greedy output any other way. `recovery` is (patched − B) / (A − B).
 
-Knockouts: one head at a time is zeroed ("zero") or replaced by its mean over the positions of
-the same run ("mean"), in the LLM / Whisper decoder ("llm"/"decoder") or the audio encoder
-("encoder"); scored by log p of the intact model's greedy output (or `continuation`).
+Head knockouts (`knockout_sweep`, `knockout_logits`) are in `workbench.knockout`; they return the
+same `PatchingResult`.
 
 Families: native Qwen-Audio v1 (and nano) and Whisper (`workbench.interventions` names the modules).
-The audio is encoded once per prompt and reused by every patched run (encoder knockouts re-encode,
-since they change it).
+The audio is encoded once per prompt and reused by every patched run.
 """
 from __future__ import annotations
 
@@ -54,18 +51,15 @@ import torch
 
 from workbench.interventions import (
     Network, PatchingError, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text,
-    extend, head_columns, hooks, knockout, logprob, network, patcher, prompt_inputs, recorder, short_text,
+    extend, head_columns, hooks, logprob, network, patcher, prompt_inputs, recorder, short_text,
 )
 from workbench.models.base import ModelInputs
 from workbench.positions import GROUPS, label_positions
 from workbench.tags import SLOTS
 
-__all__ = ["PatchRun", "PatchingError", "PatchingResult", "aligned_positions", "knockout_logits", "knockout_sweep",
-           "patch", "patch_sweep"]
+__all__ = ["PatchRun", "PatchingError", "PatchingResult", "aligned_positions", "patch", "patch_sweep"]
 
 WHAT = ("resid", "head")
-STACKS = ("llm", "decoder", "encoder")
-KNOCKOUTS = ("zero", "mean")
 METRICS = ("logprob", "wer", "cer")
 EXTRA_GROUPS = ("all", "answer", "last")
 _NORMALIZE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
@@ -329,8 +323,8 @@ class PatchingResult:
         return table.reindex(table["delta"].abs().sort_values(ascending=False).index).head(k).reset_index(drop=True)
 
     def plot(self, **options: Any):
-        """Heatmap of delta, layer × column (workbench.plots.plot_patching)."""
-        from workbench.plots import plot_patching
+        """Heatmap of delta, layer × column (workbench.plots_interventions.plot_patching)."""
+        from workbench.plots_interventions import plot_patching
 
         return plot_patching(self, **options)
 
@@ -416,57 +410,3 @@ def _clean_scores(model: Any, runs: _Runs, probe: _Runs, scorer: Scorer) -> tupl
     texts = [_strip_stop(model, p, runs.net.generate(p, a, scorer.max_new_tokens))
              for p, a in ((runs.target, runs.target_audio), (runs.source, runs.source_audio))]
     return scorer.metric(texts[0]), scorer.metric(texts[1])
-
-
-@torch.no_grad()
-def knockout_sweep(model: Any, prompt: Any, audio: Any = None, *, stack: str = "llm", method: str = "zero",
-                   layers: Sequence[int] | None = None, continuation: str | None = None, max_new_tokens: int = 48,
-                   audio_dir: Any = None) -> PatchingResult:
-    """Knock out one head at a time (zeroed, or its mean over the run's positions: for Whisper's
-    encoder all 1500 frames of the 30 s window) in the LLM / Whisper decoder (stack="llm" or
-    "decoder") or the audio encoder ("encoder"); score log p of `continuation` (default: the intact
-    model's greedy output). Result: layer × head."""
-    net = network(model)
-    chosen = _knockout_stack(net, stack, method)
-    chosen_layers = check_layers(chosen, layers)
-    inputs = prompt_inputs(model, prompt, audio, audio_dir)
-    audio_out = net.encode(inputs)
-    ids = encode_text(model, continuation) if continuation is not None else \
-        net.generate(inputs, audio_out, max_new_tokens)
-    full, answer = extend(inputs, ids), answer_rows(inputs.length, ids)
-    clean = logprob(net.run(full, audio_out, answer), ids)
-    scores = np.zeros((len(chosen_layers), chosen.n_heads))
-    for i, layer in enumerate(chosen_layers):
-        module = chosen.head_inputs[layer]
-        for head in range(chosen.n_heads):
-            with hooks([(module, knockout(head_columns(module, head, chosen.n_heads), method), True)]):
-                encoded = net.encode(inputs) if stack == "encoder" else audio_out
-                scores[i, head] = logprob(net.run(full, encoded, answer), ids)
-    return PatchingResult(f"knockout:{method}", chosen.name, tuple(chosen_layers),
-                          tuple(f"head {h}" for h in range(chosen.n_heads)), scores, clean, None,
-                          f"log p({short_text(decode_ids(model, ids))})", None, (inputs.text,))
-
-
-def knockout_logits(model: Any, prompt: Any, audio: Any = None, *, stack: str = "llm", layer: int, head: int,
-                    method: str = "zero", audio_dir: Any = None) -> torch.Tensor:
-    """The prompt's logits (L, vocab) with one head knocked out (as in `knockout_sweep`)."""
-    net = network(model)
-    chosen = _knockout_stack(net, stack, method)
-    module = chosen.head_inputs[check_layer(chosen, layer)]
-    inputs = prompt_inputs(model, prompt, audio, audio_dir)
-    with torch.no_grad(), hooks([(module, knockout(head_columns(module, check_head(chosen, head),
-                                                                   chosen.n_heads), method), True)]):
-        return net.run(inputs, net.encode(inputs))
-
-
-def _knockout_stack(net: Network, stack: str, method: str) -> Stack:
-    if stack not in STACKS:
-        raise PatchingError(f"stack={stack!r}: choose one of {STACKS}")
-    if method not in KNOCKOUTS:
-        raise PatchingError(f"method={method!r}: choose one of {KNOCKOUTS}")
-    if stack == "encoder":
-        return net.encoder
-    if stack != net.sequence.name:
-        raise PatchingError(f"stack={stack!r}: this model's token sequence is its {net.sequence.name!r}; use that "
-                            "name, or 'encoder'")
-    return net.sequence
