@@ -89,18 +89,34 @@ def check_features(encoder: AudioEncoder, samples: np.ndarray) -> float:
     return float((cached - full).abs().max())
 
 
+def encoder_fingerprint(encoder: AudioEncoder) -> str:
+    """What the cached features depend on: the frozen stem and blocks (count, shapes, values)."""
+    digest = hashlib.sha1()
+    for name, tensor in encoder.state_dict().items():
+        if name.startswith(("conv", "positional_embedding", "blocks.")):
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def compute_features(encoder: AudioEncoder, paths: list[str], cache: Path) -> dict[str, torch.Tensor]:
     """Pooled frames of every clip (float16), by path. The cache file `cache` keeps them by the
-    sha1 of the audio file's bytes, so a regenerated or grown corpus reuses every unchanged clip."""
-    stored: dict[str, torch.Tensor] = torch.load(cache) if cache.exists() else {}
+    sha1 of the audio file's bytes, so a regenerated or grown corpus reuses every unchanged clip,
+    and is used only by the encoder it was computed with."""
+    fingerprint = encoder_fingerprint(encoder)
+    saved = torch.load(cache) if cache.exists() else {"encoder": fingerprint, "features": {}}
+    if saved.get("encoder") != fingerprint:
+        raise ValueError(f"{cache} holds features of another encoder (other blocks or weights): "
+                         "delete it, or pass another --work folder")
+    stored: dict[str, torch.Tensor] = saved["features"]
     digests = {p: hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in dict.fromkeys(paths)}
     todo = [p for p, digest in digests.items() if digest not in stored]
     for i, path in enumerate(tqdm(todo, desc="whisper features", unit="clip", mininterval=5)):
         stored[digests[path]] = pooled_frames(encoder, read_clip(path)).half()
         if (i + 1) % 2000 == 0:
-            torch.save(stored, cache)   # partial progress survives an interruption
+            torch.save(saved, cache)   # partial progress survives an interruption
     if todo:
-        torch.save(stored, cache)
+        torch.save(saved, cache)
     return {p: stored[digest] for p, digest in digests.items()}
 
 

@@ -2,6 +2,7 @@
 own path, and the feature cache is keyed by audio content, so a regenerated corpus reuses it."""
 from __future__ import annotations
 
+import copy
 import shutil
 import sys
 from pathlib import Path
@@ -53,3 +54,13 @@ def test_the_cache_is_keyed_by_content_not_by_path(encoder, clips, tmp_path, mon
     monkeypatch.setattr(nano_data, "pooled_frames", no_encoder_run)
     again = nano_data.compute_features(encoder, [str(moved), clips[0]], cache)
     assert torch.equal(again[str(moved)], first[clips[1]]) and torch.equal(again[clips[0]], first[clips[0]])
+
+
+def test_a_cache_of_another_encoder_is_refused(encoder, clips, tmp_path):
+    cache = tmp_path / "features.pt"
+    nano_data.compute_features(encoder, clips[:1], cache)
+    other = copy.deepcopy(encoder)
+    with torch.no_grad():
+        other.blocks[0].mlp[0].weight[0, 0] += 1
+    with pytest.raises(ValueError, match="features of another encoder.*another --work folder"):
+        nano_data.compute_features(other, clips[:1], cache)
