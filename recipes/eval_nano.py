@@ -15,8 +15,9 @@ Writes `eval.json` next to the model. Everything runs through the shipped path (
 - S2TT: BLEU (sacrebleu) and the share of outputs in the asked target language;
 - classification: accuracy against chance (uniform over the label set, and the majority class);
 - MNA: pitch within ±1 semitone, exact pitch, instrument and velocity accuracy;
-- tag swaps: the same speech under the ASR, AAC, ASC and MNA tags (does the output's form follow
-  the tag?), and English speech under each translation target (does the output's language follow?).
+- tag swaps: the same English speech under the ASR, S2TT, SER and SRWT tags (does the output's form
+  follow the tag?), and under AAC, ASC and MNA, which the corpus never pairs with speech (reported
+  apart); and English speech under each translation target (does the output's language follow?).
 """
 from __future__ import annotations
 
@@ -171,16 +172,25 @@ def evaluate(model, corpus: Path, per_task: int | None = None, swaps: int = 20) 
     return result
 
 
+# Task tags that ask something of speech (the swap's gate), and tags of tasks the corpus never
+# pairs with speech (reported: what a tag the model never saw on such audio makes it say).
+SPEECH_TAGS = ("asr", "s2tt", "ser", "srwt")
+FOREIGN_TAGS = ("aac", "asc", "mna")
+
+
 def _tag_swap(model, corpus: Path, by_task: dict, labels: dict, n: int) -> dict:
-    """English speech under four task tags: does each output have the asked task's form?"""
+    """English speech under every task tag: does each output have the asked task's form?"""
     rows = [r for r in by_task["asr"] if r["language"] == "en"][:n]
-    tags = {"asr": task_prompt("asr", lang="en"), "aac": task_prompt("aac"), "asc": task_prompt("asc"),
-            "mna": task_prompt("mna")}
-    outs = {task: generate(model, [prompt_of(r, t) for r in rows], corpus) for task, t in tags.items()}
+    tags = {"asr": task_prompt("asr", lang="en"), "s2tt": task_prompt("s2tt", src="en", tgt="de"),
+            "ser": task_prompt("ser"), "srwt": task_prompt("srwt", lang="en"),
+            "aac": task_prompt("aac"), "asc": task_prompt("asc"), "mna": task_prompt("mna")}
+    outs = {task: generate(model, [prompt_of(r, t) for r in rows], corpus,
+                           max_new_tokens=96 if task == "srwt" else 64) for task, t in tags.items()}
     follows = {task: float(np.mean([has_form(task, o, labels) for o in outs[task]])) for task in tags}
-    changed = float(np.mean([len({plain(outs[t][i]) if t != "mna" else outs[t][i] for t in tags}) == len(tags)
-                             for i in range(len(rows))]))
-    return {"items": len(rows), "form_follows_tag": follows, "all_outputs_differ": changed,
+    changed = float(np.mean([len({outs[t][i] for t in SPEECH_TAGS}) == len(SPEECH_TAGS) for i in range(len(rows))]))
+    return {"items": len(rows), "form_follows_tag": {t: follows[t] for t in SPEECH_TAGS},
+            "mean": float(np.mean([follows[t] for t in SPEECH_TAGS])), "all_outputs_differ": changed,
+            "foreign_tags_form": {t: follows[t] for t in FOREIGN_TAGS},
             "example": {task: outs[task][0] for task in tags} if rows else {}}
 
 
@@ -198,7 +208,7 @@ def _language_swap(model, corpus: Path, by_task: dict, words: dict, n: int) -> d
 
 
 # A fixed handful of held-out test items shipped with the model, for tests/test_nano.py (≤ 1 MB).
-EVAL_CLIPS = {"asr": 4, "s2tt": 2, "aac": 1, "asc": 2, "ser": 2, "aqa": 2, "vsc": 2, "mna": 3, "srwt": 1}
+EVAL_CLIPS = {"asr": 4, "s2tt": 2, "aac": 1, "asc": 2, "ser": 2, "aqa": 2, "vsc": 2, "mna": 8, "srwt": 1}
 
 
 def write_eval_clips(corpus: Path, out: Path) -> int:

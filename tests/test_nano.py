@@ -99,40 +99,41 @@ def test_tags_route_to_the_asked_output_form(clip_outputs):
     rows, outputs = clip_outputs
     labels = {task: set(v) for task, v in json.loads((CLIPS / "labels.json").read_text()).items()}
     routed = [ev.has_form(r["task"], o, labels) for r, o in zip(rows, outputs)]
-    assert np.mean(routed) >= 0.9, list(zip([r["task"] for r in rows], outputs))   # shipped: 1.0
+    assert np.mean(routed) >= 0.9, list(zip([r["task"] for r in rows], outputs))   # shipped: 23 of 24
 
 
 def test_english_asr_character_error_rate(clip_outputs):
     ev = _eval_module()
     pairs = [(r["reference"], o) for r, o in zip(*clip_outputs) if r["task"] == "asr"]
-    assert ev.cer(*zip(*pairs)) <= 0.25, pairs    # shipped: 0.19 on these 4 clips, 0.156 on the test split
+    assert ev.cer(*zip(*pairs)) <= 0.15, pairs    # the gate; shipped: 0.075 on these 4 clips, 0.018 on the test split
 
 
 def test_note_analysis_pitch_error(clip_outputs):
-    # The ±1-semitone gate is missed (0.28 on the test split, eval.json): this guards what the model
-    # does reach, a pitch a few semitones off (shipped: errors 4, 2, 2 here; chance is ~20).
+    # Shipped: errors 0, -1, 1, 3, 0, 1, 0, 2 semitones on these 8 notes (0.89 within ±1 on the
+    # 1,000 test notes, eval.json); a broken model misses by ~20 on average.
     ev = _eval_module()
     notes = [(r["pitch"], ev._NOTE.match(o)) for r, o in zip(*clip_outputs) if r["task"] == "mna"]
-    assert all(m is not None for _, m in notes)
-    assert np.mean([abs(int(m.group(1)) - pitch) for pitch, m in notes]) <= 4
+    assert len(notes) == 8 and all(m is not None for _, m in notes)
+    errors = np.array([abs(int(m.group(1)) - pitch) for pitch, m in notes])
+    assert np.mean(errors <= 1) >= 0.5 and errors.mean() <= 1.5, errors
 
 
 def test_classification_beats_chance(clip_outputs):
     ev = _eval_module()
     labelled = [(ev.plain(o), r["reference"]) for r, o in zip(*clip_outputs) if r["task"] in ev.LABEL_TASKS]
-    assert np.mean([o == ref for o, ref in labelled]) >= 0.6   # shipped: 0.75; chance 1/4 to 1/12 per task
+    assert np.mean([o == ref for o, ref in labelled]) >= 0.75   # shipped: 7 of 8; chance 1/4 to 1/12 per task
 
 
 def test_swapping_the_task_tag_changes_the_output(nano, clip_outputs):
-    # On speech the ASR and AAC tags give a transcript and a caption; the ASC and MNA tags (never
-    # seen with speech in training) give something else again, though not a scene or a note.
+    # The same English speech under four task tags: a transcript, a German translation, an emotion
+    # label and word timestamps, each in its task's form.
     ev = _eval_module()
     row = next(r for r in clip_outputs[0] if r["task"] == "asr")
     labels = {task: set(v) for task, v in json.loads((CLIPS / "labels.json").read_text()).items()}
+    tags = {"asr": {"lang": "en"}, "s2tt": {"src": "en", "tgt": "de"}, "ser": {}, "srwt": {"lang": "en"}}
     outputs = {task: nano.generate(f"<audio>{row['audio']}</audio>{ev.task_prompt(task, **fields)}",
-                                   audio_dir=CLIPS).text
-               for task, fields in (("asr", {"lang": "en"}), ("aac", {}), ("asc", {}), ("mna", {}))}
-    assert ev.has_form("asr", outputs["asr"], labels) and ev.has_form("aac", outputs["aac"], labels), outputs
+                                   audio_dir=CLIPS, max_new_tokens=96).text for task, fields in tags.items()}
+    assert all(ev.has_form(task, output, labels) for task, output in outputs.items()), outputs
     assert len(set(outputs.values())) == 4, outputs
 
 

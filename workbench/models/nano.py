@@ -3,13 +3,14 @@
 Same classes as Qwen-Audio v1 (`QwenAudio`, `AudioEncoder`, transformers' `Qwen2ForCausalLM`,
 `QwenAudioTokenizer`), same official checkpoint layout, same hierarchical tags — only smaller:
 
-- audio encoder: Whisper tiny.en's encoder (4 blocks, width 384), then the Qwen-Audio pool,
+- audio encoder: Whisper tiny.en's conv stem and first 2 blocks (width 384; deeper blocks lose the
+  pitch that note analysis needs, recipes/train_nano.py), then the Qwen-Audio pool,
   `ln_post`, `proj` (384 → 192) and learned audio bos/eos;
 - LLM: Qwen2 with hidden 192, 4 layers, 6 heads, MLP 384 a branch, untied embeddings;
 - tokenizer: a byte-level BPE learned on the synthetic corpus's texts (at most 2,048 ranks: the
-  corpus's small vocabulary runs out of pairs seen twice at 1,557), then the full Qwen-Audio special
+  corpus's small vocabulary runs out of pairs seen twice at 1,675), then the full Qwen-Audio special
   vocabulary (3,522 tags, identical strings, same order), numbered after the ranks: `<|endoftext|>`
-  is 1557 and `<audio>` 5077 instead of 151643 and 155163 (read them off the tokenizer).
+  is 1675 and `<audio>` 5195 instead of 151643 and 155163 (read them off the tokenizer).
 
 Trained by `recipes/train_nano.py` on the corpus of `workbench.synth` (multitask pretraining with
 tags, then ChatML fine-tuning); its measured numbers are in `assets/nano/eval.json`.
@@ -32,7 +33,7 @@ MAX_RANKS = 2048             # BPE ranks asked of the tokenizer trainer (it stop
 N_SPECIAL = 3522             # every Qwen-Audio tag, `<|endoftext|>` … `</audio>`
 WHISPER_SOURCE = "whisper-tiny.en"   # the encoder's initialisation (workbench.registry name)
 NANO_SIZES = dict(hidden=192, layers=4, heads=6, intermediate=768,   # config value; the MLP uses half
-                  audio_state=384, audio_layers=4, audio_heads=6)
+                  audio_state=384, audio_layers=2, audio_heads=6)
 
 
 def nano_config(n_ranks: int) -> dict:
