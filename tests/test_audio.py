@@ -21,6 +21,14 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg
 LIBRI = "1272-128104-0000.flac"
 GLASS = "glass-breaking-151256.mp3"
 
+# Float32 FFTs differ in the last bits between CPUs (Intel, AMD, ARM): a log-mel differed from the
+# golden one by 1.66e-5 at 2 of 240,000 elements on an Intel Xeon, where an AMD EPYC was within
+# 1e-5. 1e-4 on log-mel values in [-1.5, 1.5] holds on any CPU and is far below anything visible.
+MEL_ATOL = 1e-4
+# The same torch code on one machine, batched or not: the FFT plan may still change with the
+# batch shape, so leave a little room over bit-equality.
+MEL_SAME_CODE_ATOL = 1e-5
+
 
 @pytest.fixture(scope="module")
 def clips(tiny_dir: Path) -> Path:
@@ -52,13 +60,13 @@ def test_constants_describe_the_whisper_window():
 def test_log_mel_matches_golden_case0(libri, golden_arrays):
     mel = log_mel(libri)
     assert mel.shape == (80, 3000) and mel.dtype == torch.float32
-    np.testing.assert_allclose(mel.numpy(), golden_arrays["case0_mel"][0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(mel.numpy(), golden_arrays["case0_mel"][0], atol=MEL_ATOL, rtol=0)
 
 
 @needs_ffmpeg
 def test_log_mel_matches_golden_case1_with_the_official_ffmpeg_decoding(clips, golden_arrays):
     audio = load_audio(clips / GLASS, decoder="ffmpeg")
-    np.testing.assert_allclose(log_mel(audio).numpy(), golden_arrays["case1_mel"][0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(log_mel(audio).numpy(), golden_arrays["case1_mel"][0], atol=MEL_ATOL, rtol=0)
 
 
 def test_default_decoder_is_close_to_golden_case1_but_not_identical(clips, golden_arrays):
@@ -77,14 +85,14 @@ def test_log_mel_batch_matches_golden_case2(libri, clips, golden_arrays):
         music = load_audio(clips / "music.wav", on_long="truncate")
     mel = log_mel([libri, music])
     assert mel.shape == (2, 80, 3000)
-    np.testing.assert_allclose(mel.numpy(), golden_arrays["case2_mel"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(mel.numpy(), golden_arrays["case2_mel"], atol=MEL_ATOL, rtol=0)
 
 
 def test_batch_uses_a_per_clip_maximum(libri):
     quiet = libri[: 3 * wa.SAMPLE_RATE] * 1e-3  # alone, its floor (max - 8) is far below the loud clip's
     batch = log_mel([libri, quiet])
-    torch.testing.assert_close(batch[0], log_mel(libri), atol=1e-6, rtol=0)
-    torch.testing.assert_close(batch[1], log_mel(quiet), atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch[0], log_mel(libri), atol=MEL_SAME_CODE_ATOL, rtol=0)
+    torch.testing.assert_close(batch[1], log_mel(quiet), atol=MEL_SAME_CODE_ATOL, rtol=0)
     assert batch[1].max() < batch[0].max() - 1  # the clips were not normalised together
 
 
@@ -95,7 +103,7 @@ def test_batch_as_list_2d_array_tensor_and_chunks_agree(libri):
     from_tensor = log_mel(torch.from_numpy(np.stack([clip, clip[::-1]])).double(), device="cpu")
     from_chunks = log_mel([AudioChunk(clip, 0.0), AudioChunk(clip[::-1].copy(), 5.0)])
     for other in (from_array, from_tensor, from_chunks):
-        torch.testing.assert_close(other, from_list, atol=1e-6, rtol=0)
+        torch.testing.assert_close(other, from_list, atol=MEL_SAME_CODE_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])
@@ -107,7 +115,7 @@ def test_log_mel_equals_whisper_feature_extractor(n_mels, shared_audio, music_fu
     expected = extractor(clips, sampling_rate=wa.SAMPLE_RATE, return_tensors="np")["input_features"]
     mel = log_mel(clips, n_mels=n_mels)
     assert mel.shape == (2, n_mels, 3000)
-    np.testing.assert_allclose(mel.numpy(), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(mel.numpy(), expected, atol=MEL_ATOL, rtol=0)  # numpy FFT vs torch FFT
 
 
 def test_mel_filters_are_cached_per_size_and_device():
