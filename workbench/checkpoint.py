@@ -7,6 +7,12 @@ shard into memory and the pages it touches stay resident while the shard is open
 stays at the weights plus one block (`BLOCK_BYTES`). Pickle checkpoints (`*.bin`) are
 refused: loading them runs arbitrary code.
 
+Shapes, dtypes and values are checked on the way: a tensor stored in a dtype that cannot hold
+weights (int8 where float16 belongs: its bytes would be read as numbers of another kind) is refused
+from the headers, before anything is allocated, and every block is checked for NaN / ±inf right
+after it is copied (`torch.aminmax` on the block already in memory: no second pass over the file,
+under 1 ms per 20 MB on one CPU core). A damaged tensor otherwise loads and generates garbage.
+
 Also here: where the weights go. `resolve_device` / `resolve_dtype` turn the loader's arguments
 into a device and dtype, and `check_dtype_runs` tries each kind of op once, tiny, so that a dtype
 the device cannot compute fails at load time with a clear message rather than mid-forward.
@@ -14,6 +20,7 @@ the device cannot compute fails at load time with a clear message rather than mi
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -32,9 +39,14 @@ BLOCK_BYTES = 64 * 2**20  # the most of a checkpoint file mapped at once while c
 
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
+    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "BOOL": torch.bool,
 }
+# What a weight may be stored as: floats the loader converts exactly (or by rounding) to the load
+# dtype. Integers and float8 are quantized formats that need scales this layout does not have.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_WEIGHT_DTYPE_NAMES = "float16, bfloat16, float32 or float64"
 
 
 class CheckpointError(ValueError):
@@ -43,6 +55,14 @@ class CheckpointError(ValueError):
 
 class CheckpointFileNotFoundError(CheckpointError, FileNotFoundError):
     """A file the checkpoint needs (config, shard, tokenizer) is missing."""
+
+
+class WeightDtypeError(CheckpointError):
+    """A tensor is stored in a dtype that cannot hold these weights (integers, bool, float8)."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A tensor holds NaN or ±inf: the file is damaged, or the weights diverged before they were saved."""
 
 
 class UnsupportedDtypeError(ValueError):
@@ -89,10 +109,31 @@ def _shard_header(file: Path, names: list[str] | None) -> dict[str, TensorInfo]:
             infos = {}
             for name in wanted:
                 piece = handle.get_slice(name)
-                infos[name] = TensorInfo(name, file, tuple(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
+                stored = piece.get_dtype()
+                if stored not in _SAFETENSORS_DTYPES:
+                    raise WeightDtypeError(
+                        f"{name} in {file} is stored as {stored}, which the workbench cannot read: weights must "
+                        f"be {_WEIGHT_DTYPE_NAMES}; re-convert the checkpoint from the original weights")
+                infos[name] = TensorInfo(name, file, tuple(piece.get_shape()), _SAFETENSORS_DTYPES[stored])
             return infos
     except (OSError, SafetensorError) as error:
-        raise CheckpointError(f"{file} is not a readable safetensors file ({error}): re-download it") from None
+        raise CheckpointError(f"{file} is not a readable safetensors file ({error}{_truncation(file)}): "
+                              "re-download it (or re-save it from the original weights)") from None
+
+
+def _truncation(file: Path) -> str:
+    """'; the file is N bytes but its header describes M' when that is why it cannot be read."""
+    try:
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length)) if length < 2**27 else {}
+        size = file.stat().st_size
+    except (OSError, ValueError, struct.error):
+        return ""
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
+    needed = 8 + length + max(ends, default=0)
+    return f"; the file is {size:,} bytes but its header describes {needed:,}: it is truncated" if size < needed else ""
 
 
 def tensor_index(directory: str | Path) -> dict[str, TensorInfo]:
@@ -142,17 +183,52 @@ def copy_tensor(info: TensorInfo, destination: torch.Tensor, rows: slice | None 
     if tuple(destination.shape) != expected:
         raise CheckpointError(f"{info.name} in {info.file.name} has shape {expected} but the model built from "
                               f"config.json expects {tuple(destination.shape)}: the config does not describe "
-                              "these weights")
+                              "these weights; use the config.json that came with them")
     if not info.shape:
         with safe_open(info.file, framework="pt") as handle:
-            destination.copy_(handle.get_tensor(info.name))
+            source = handle.get_tensor(info.name)
+            destination.copy_(source)
+            _check_finite(info, source, destination, 0)
         return
     row_bytes = max(1, info.nbytes // max(1, info.shape[0]))
     step = max(1, BLOCK_BYTES // row_bytes)
     for start in range(first, stop, step):
         end = min(stop, start + step)
         with safe_open(info.file, framework="pt") as handle:
-            destination[start - first:end - first].copy_(handle.get_slice(info.name)[start:end])
+            source = handle.get_slice(info.name)[start:end]
+            block = destination[start - first:end - first]
+            block.copy_(source)
+            _check_finite(info, source, block, start)
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite, in one pass that allocates nothing: min and max propagate NaN
+    and are ±inf when any value is (on CPU over 10x faster than `torch.isfinite(t).all()`)."""
+    if tensor.numel() == 0 or not tensor.is_floating_point():
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def _check_finite(info: TensorInfo, source: torch.Tensor, block: torch.Tensor, first_row: int) -> None:
+    """Refuse a block that is not finite after the copy: damaged on disk, or too large for the load dtype."""
+    if is_finite(block):
+        return
+    where = ""
+    if info.shape:
+        bad_rows = (~torch.isfinite(block.reshape(block.shape[0], -1))).any(dim=1).nonzero()
+        unit = "row" if len(info.shape) > 1 else "element"
+        where = f" (first in {unit} {first_row + int(bad_rows[0])} of {info.shape[0]})" if len(bad_rows) else ""
+    if is_finite(source):
+        dtype = str(block.dtype).removeprefix("torch.")
+        fix = ("load with dtype=torch.float32 or bfloat16" if block.dtype == torch.float16 else
+               "no dtype the workbench computes in holds them; re-convert the checkpoint from the original weights")
+        raise NonFiniteWeightsError(
+            f"{info.name} in {info.file} holds values beyond ±{torch.finfo(block.dtype).max:.3g}, which overflow "
+            f"to inf in {dtype}{where}: {fix}")
+    raise NonFiniteWeightsError(
+        f"{info.name} in {info.file} holds NaN or inf values{where}: the file is damaged (or the weights "
+        "diverged before they were saved); re-download the checkpoint, or re-convert it from the original weights")
 
 
 def _owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -209,6 +285,14 @@ def load_into(root: nn.Module, index: dict[str, TensorInfo], targets: Targets, *
     if unknown:
         raise CheckpointError(f"the checkpoint has {len(unknown)} tensor(s) this layout does not know, e.g. "
                               f"{unknown[:3]}: it is not the layout config.json announces")
+    wrong = [info for name, info in index.items() if not ignored(name) and info.dtype not in WEIGHT_DTYPES]
+    if wrong:
+        first = wrong[0]
+        others = f" ({len(wrong)} tensors in all, also {[w.name for w in wrong[1:3]]})" if len(wrong) > 1 else ""
+        raise WeightDtypeError(
+            f"{first.name} in {first.file} is stored as {str(first.dtype).removeprefix('torch.')}{others}; weights "
+            f"must be {_WEIGHT_DTYPE_NAMES} (integer and float8 tensors are quantized formats this layout does not "
+            "have): the file was saved wrongly or damaged; re-convert the checkpoint from the original weights")
     allocated = 0
     for name, info in index.items():
         if ignored(name):

