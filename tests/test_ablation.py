@@ -249,3 +249,14 @@ def test_scorer_errors_say_what_to_do(model, clip):
         ablate(model, clip, 5)
     with pytest.raises(ValueError, match="non-empty list"):
         ablate(model, clip, preset("librispeech"), variants=[])
+
+
+def test_audio_prefix_takes_an_array_with_its_rate(model, clip):
+    """(array, rate) is one audio, resampled to 16 kHz, as everywhere else audio is accepted."""
+    from workbench.audio import load_audio
+
+    at_8k = load_audio(clip, sr=8000)
+    prefix = scoring.audio_prefix(model, (at_8k, 8000))
+    expected = load_audio((at_8k, 8000))
+    assert prefix.audios[0].n_samples == len(expected) == 2 * len(at_8k)
+    torch.testing.assert_close(prefix.audios[0].mel, model.inputs("<audio>x</audio>", audio=[expected]).audios[0].mel)

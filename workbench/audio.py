@@ -8,6 +8,11 @@ LLM audio token covers 40 ms.
 Where this module differs from the official code, on purpose:
 - The official code silently cuts audio at 30 s. Here longer audio is an error unless the caller
   picks a policy (`on_long="truncate"` warns, `on_long="chunk"` returns 30 s windows).
+- A WAV or FLAC file that holds fewer frames than its header promises (cut short by an interrupted
+  copy) is an error unless `on_truncated="warn"` (`workbench.audio_checks`); both decoders would
+  otherwise return the part that is there without a word.
+- Samples must lie in the [-1, 1] full scale that decoded files have: a peak above 2 (int16 values
+  stored as float, say) is an error; an array peaking between 1 and 2 gets a warning.
 - `decoder="auto"` (the default) reads with soundfile and resamples with soxr ("HQ") instead of
   shelling out to ffmpeg: 4-9x faster on the shared clips (no process to start), and a steeper
   anti-aliasing filter. 16 kHz sources (e.g.
@@ -42,6 +47,9 @@ import soundfile
 import soxr
 import torch
 
+from workbench.audio_checks import (AudioError, LongAudioError, TruncatedAudioError, check_min_length,
+                                    check_peak, check_truncation, is_url, promised_frames, url_message)
+
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP_LENGTH = 160
@@ -53,10 +61,7 @@ SECONDS_PER_TOKEN = SAMPLES_PER_TOKEN / SAMPLE_RATE  # 0.04
 
 DECODERS = ("auto", "ffmpeg", "soundfile")
 LONG_AUDIO_POLICIES = ("error", "truncate", "chunk")
-
-
-class AudioError(ValueError):
-    """The audio could not be decoded, or its content cannot go into the model as it is."""
+TRUNCATION_POLICIES = ("error", "warn")
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing numpy arrays has no single truth value
@@ -78,6 +83,7 @@ def load_audio(
     src_sr: int | None = None,
     decoder: str = "auto",
     on_long: str = "error",
+    on_truncated: str = "error",
 ) -> np.ndarray | list[AudioChunk]:
     """Decode `src` to float32 mono at `sr` Hz.
 
@@ -97,12 +103,20 @@ def load_audio(
       "truncate" keeps the first 30 s and warns; "chunk" returns a *list* of `AudioChunk`
       (consecutive windows of at most 30 s that together hold every sample) - a list even when
       the audio fits in one window, so the return type depends only on the policy.
+    on_truncated: what to do with a WAV or FLAC file that holds fewer frames than its header
+      promises (a cut-short copy). "error" (default) raises `TruncatedAudioError`; "warn" warns with
+      how much is missing and returns what is there.
+
+    Samples must lie within [-1, 1]: a peak above 2 is an error (arrays and files), an array's peak
+    between 1 and 2 a warning (the model's front end never saw louder than full scale).
     """
     sr = _check_rate(sr, "sr")
     if decoder not in DECODERS:
         raise ValueError(f"decoder={decoder!r} is not one of {DECODERS}")
     if on_long not in LONG_AUDIO_POLICIES:
         raise ValueError(f"on_long={on_long!r} is not one of {LONG_AUDIO_POLICIES}")
+    if on_truncated not in TRUNCATION_POLICIES:
+        raise ValueError(f"on_truncated={on_truncated!r} is not one of {TRUNCATION_POLICIES}")
 
     if isinstance(src, tuple):
         src, src_sr = _split_array_and_rate(src, src_sr)
@@ -111,18 +125,23 @@ def load_audio(
     if isinstance(src, (np.ndarray, torch.Tensor)):
         audio, name = _resample_samples(src, src_sr, sr, decoder), "the audio array"
     elif isinstance(src, (str, os.PathLike)):
+        if isinstance(src, str) and is_url(src):
+            raise AudioError(url_message(src))
         path = Path(src).expanduser()
         if path.is_dir():
-            raise AudioError(f"{str(path)!r} is a directory, not an audio file")
+            raise AudioError(f"{str(path)!r} is a directory, not an audio file: pass the path of a file inside it")
         if not path.exists():
             raise FileNotFoundError(f"audio file not found: {str(path)!r} (check the path)")
-        audio, name = _decode_file(path, sr, decoder), repr(str(path))
+        name = repr(str(path))
+        audio = _decode_file(path, sr, decoder)
+        check_truncation(promised_frames(path), len(audio), sr, name, on_truncated)
     elif isinstance(src, (bytes, bytearray, memoryview)) or hasattr(src, "read"):
         data = src.read() if hasattr(src, "read") else bytes(src)
         if not isinstance(data, bytes):
             raise TypeError(f"the file object returned {type(data).__name__}, not bytes: open it in binary mode ('rb')")
         name = repr(src.name) if isinstance(getattr(src, "name", None), str) else "the audio bytes"
         audio = _decode_bytes(data, sr, decoder, name)
+        check_truncation(promised_frames(data), len(audio), sr, name, on_truncated)
     else:
         raise TypeError(
             f"cannot load audio from a {type(src).__name__}: pass a path, bytes, a binary file "
@@ -158,10 +177,13 @@ def _as_channels(samples: np.ndarray | torch.Tensor) -> np.ndarray:
     elif not np.issubdtype(samples.dtype, np.floating):
         raise TypeError(f"audio samples must be float or signed-integer PCM, not {samples.dtype}")
     _check_content(samples, "the audio array")
+    check_peak(samples, "the audio array")
     if samples.ndim == 1:
         samples = samples[None]
     elif samples.ndim != 2:
-        raise AudioError(f"audio must be 1-D (samples,) or 2-D (channels, samples); got shape {samples.shape}")
+        raise AudioError(f"audio must be 1-D (samples,) or 2-D (channels, samples); got shape {samples.shape}: "
+                         "drop the extra axes, e.g. audio.squeeze() when they have size 1, or pass one clip at a "
+                         "time")
     elif samples.shape[0] > samples.shape[1]:
         raise AudioError(
             f"a 2-D audio array must be (channels, samples); got shape {samples.shape}, which has more "
@@ -190,6 +212,9 @@ def _resample(mono: np.ndarray, src_sr: int, sr: int) -> np.ndarray:
 
 def _decode_file(path: Path, sr: int, decoder: str) -> np.ndarray:
     name = repr(str(path))
+    if path.stat().st_size == 0:   # else the decoders' own words for it: "Format not recognised" …
+        raise AudioError(f"{name} is empty (0 bytes): nothing to decode. The file was never written (or was cut "
+                         "to nothing): write or download it again")
     if decoder == "ffmpeg":
         return _ffmpeg(["-i", str(path)], sr, None, name)
     return _soundfile_or_ffmpeg(path, sr, decoder, lambda: _ffmpeg(["-i", str(path)], sr, None, name), name)
@@ -197,7 +222,7 @@ def _decode_file(path: Path, sr: int, decoder: str) -> np.ndarray:
 
 def _decode_bytes(data: bytes, sr: int, decoder: str, name: str) -> np.ndarray:
     if len(data) == 0:
-        raise AudioError(f"{name} is empty (0 bytes): nothing to decode")
+        raise AudioError(f"{name} is empty (0 bytes): nothing to decode; pass the bytes of an audio file")
 
     def via_ffmpeg() -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
@@ -218,6 +243,7 @@ def _soundfile_or_ffmpeg(source: Any, sr: int, decoder: str, via_ffmpeg: Callabl
         if decoder == "soundfile":
             raise AudioError(f"soundfile cannot decode {name}: {err}. Try decoder='ffmpeg'") from err
         return via_ffmpeg()
+    check_peak(frames, name, warn=False)   # float WAVs can hold any value; lossy codecs overshoot 1 a little
     return _resample(frames.mean(axis=1, dtype=np.float32), src_sr, sr)
 
 
@@ -232,7 +258,8 @@ def _ffmpeg(input_args: list[str], sr: int, stdin: bytes | None, name: str) -> n
     if result.returncode != 0:
         lines = result.stderr.decode(errors="replace").strip().splitlines()
         reason = lines[-1] if lines else f"exit status {result.returncode}"
-        raise AudioError(f"cannot decode {name}: not a readable audio file (ffmpeg: {reason})")
+        raise AudioError(f"cannot decode {name}: not a readable audio file (ffmpeg: {reason}). Check that it is "
+                         "an audio file (wav, flac, mp3, ogg, ...) and complete; re-export or download it again")
     return np.frombuffer(result.stdout, np.int16).astype(np.float32) / 32768.0
 
 
@@ -259,11 +286,10 @@ def _apply_long_policy(audio: np.ndarray, sr: int, on_long: str, name: str) -> n
         warnings.warn(f"{name} is {seconds:.2f} s long: keeping the first {CHUNK_SECONDS} s and dropping "
                       f"{seconds - CHUNK_SECONDS:.2f} s (on_long='truncate')", stacklevel=3)
         return audio[:window]
-    raise AudioError(
-        f"{name} is {seconds:.2f} s long, longer than the model's {CHUNK_SECONDS} s window. Pass "
-        f"on_long='truncate' to keep the first {CHUNK_SECONDS} s (with a warning), or on_long='chunk' "
-        f"to get a list of AudioChunk windows that cover all of it"
-    )
+    raise LongAudioError(
+        f"{name} is {seconds:.2f} s long, longer than the model's {CHUNK_SECONDS} s window",
+        f"Pass on_long='truncate' to keep the first {CHUNK_SECONDS} s (with a warning), or on_long='chunk' "
+        f"to get a list of AudioChunk windows that cover all of it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,6 +427,12 @@ def encoder_frames(n_samples: int) -> int:
 def audio_tokens(n_samples: int) -> int:
     """LLM audio tokens after the average pool (2, 2): 40 ms each, at most 750."""
     return (encoder_frames(n_samples) - 2) // 2 + 1
+
+
+# The shortest clip that gives one audio token: conv2 (stride 2) must leave the average pool (2, 2)
+# two encoder frames, so the STFT three 10 ms mel frames (480 samples, 30 ms); shorter clips make
+# torch's pooling fail ("Output size is too small"). Computed from the arithmetic above.
+MIN_SAMPLES = next(n for n in range(0, N_SAMPLES, HOP_LENGTH) if audio_tokens(n) >= 1)
 
 
 def audio_span_tokens(n_samples: int) -> int:

@@ -31,7 +31,7 @@ import contextlib
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -200,6 +200,10 @@ def _natural(name: str) -> tuple:
 def resolve_capture(capture: str | Sequence[str], points: dict[str, Point],
                     layers: int | Sequence[int] | None = None) -> list[Point]:
     """The points that the names / glob patterns pick, in the model's order, filtered by layer."""
+    if isinstance(capture, bytes) or not isinstance(capture, (str, Iterable)):
+        raise TypeError(f"capture={capture!r}: capture takes a name pattern string or a list of them, e.g. "
+                        "'llm.layers.*.attn.pattern' or ['llm.layers.*.attn.pattern', 'llm.layers.*.resid_post'] "
+                        "(capture_names(model) lists every name)")
     patterns = [capture] if isinstance(capture, str) else list(capture)
     chosen: set[str] = set()
     for pattern in patterns:

@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from workbench.audio import audio_span_tokens, load_audio
+from workbench.audio import audio_span_tokens
 from workbench.models.base import Generation, ModelInputs
 from workbench.models.qwen_audio import QwenAudio
 from workbench.tokenizer import DEFAULT_SYSTEM, MAX_WINDOW, QwenAudioTokenizer, audio_refs, from_list_format
@@ -171,7 +171,7 @@ class Chat:
             raise FileNotFoundError(f"audio {ref!r} of the conversation resolves to {path}, which does not exist: "
                                     "pass Chat(..., audio_dir=FOLDER) (the folder the paths are relative to) "
                                     "or absolute paths")
-        return load_audio(path, decoder=self.model.audio_decoder, on_long=self.model.audio_on_long)
+        return self.model.read_audio(path)   # the model's audio options, and its advice when one fails
 
     def _kept(self, samples: list[np.ndarray], dropped_turns: int) -> list[np.ndarray]:
         """The clips of the system message and of the turns make_context kept (the oldest go first)."""

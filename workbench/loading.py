@@ -15,11 +15,45 @@ from typing import Any
 
 import torch
 
+from workbench.checkpoint import CheckpointError
 from workbench.models.base import AudioLM
+
+
+# Options of Qwen-Audio checkpoints (and "nano") beyond dtype / device / attn, for the error that
+# names them when another family is given them.
+QWEN_AUDIO_OPTIONS = ("audio_batching", "audio_decoder", "audio_on_long", "audio_on_truncated", "chat", "device_map")
 
 
 class UnknownModelError(ValueError):
     """The source is neither a packaged name nor a directory in a layout the workbench reads."""
+
+
+def read_config_json(path: Path) -> dict:
+    """A checkpoint's config.json as a dict; invalid JSON names the file and where it breaks (the
+    same CheckpointError as `workbench.checkpoint.read_json`, which the Qwen-Audio loader uses)."""
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column "
+                                f"{error.colno}): fix the file, or restore it from the original checkpoint") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object of settings: restore "
+                                "it from the original checkpoint")
+    return config
+
+
+def _refuse_options(what: str, family: str, options: dict) -> None:
+    """Loaders of other families take dtype / device / attn only: name the options they do not take."""
+    if not options:
+        return
+    names = sorted(options)
+    qwen_only = all(name in QWEN_AUDIO_OPTIONS for name in names)
+    raise TypeError(
+        f"{what} is a {family} model, which takes dtype, device and attn only, not {', '.join(names)}"
+        + (" (options of Qwen-Audio checkpoints and 'nano')" if qwen_only else "")
+        + ": drop " + ("it" if len(names) == 1 else "them")
+        + ("; for long audio, cut it first with wb.load_audio(path, on_long='truncate' or 'chunk') and pass the "
+           "array" if "audio_on_long" in options else ""))
 
 
 def _family_of(directory: Path) -> str:
@@ -30,7 +64,7 @@ def _family_of(directory: Path) -> str:
         raise UnknownModelError(
             f"{directory} has no config.json: expected a Qwen-Audio, Qwen2-Audio or Whisper checkpoint "
             "directory (config.json + *.safetensors), or a CTranslate2 Whisper directory (model.bin)")
-    config = json.loads(config_path.read_text())
+    config = read_config_json(config_path)
     model_type = config.get("model_type")
     if model_type == "qwen" and "audio" in config:
         return "qwen-audio"
@@ -56,6 +90,7 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
         from workbench.models.nano import load_nano
         return load_nano(dtype=dtype, device=device, attn=attn, **options)
     if name in registry.KNOWN_MODELS:
+        _refuse_options(repr(name), registry.KNOWN_MODELS[name].family.capitalize(), options)
         return registry.load_named(name, dtype=dtype, device=device, attn=attn, **options)
     directory = Path(source).expanduser()
     if not directory.exists():
@@ -65,9 +100,8 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
     if not directory.is_dir():
         raise UnknownModelError(f"{directory} is a file: pass the checkpoint's directory")
     family = _family_of(directory)
-    if family != "qwen-audio" and options:
-        raise TypeError(f"{directory} is a {family} checkpoint, which takes dtype, device and attn only; "
-                        f"{sorted(options)} are options of Qwen-Audio checkpoints")
+    if family != "qwen-audio":
+        _refuse_options(str(directory), {"qwen2-audio": "Qwen2-Audio"}.get(family, "Whisper"), options)
     if family == "qwen-audio":
         from workbench.models.qwen_audio import load_qwen_audio
         return load_qwen_audio(directory, dtype=dtype, device=device, attn=attn, **options)

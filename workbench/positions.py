@@ -56,8 +56,7 @@ def select_positions(positions: pd.DataFrame, selector: Any, *, empty_ok: bool =
             keep |= (np.ones(n, dtype=bool) if name == "all" else np.arange(n) == n - 1 if name == "last"
                      else (positions["group" if name in GROUPS else "part"] == name).to_numpy())
         if not keep.any() and not empty_ok:
-            raise TraceRequestError(f"selector {selector!r} picks no position of this prompt"
-                                    + (" (no output yet: pass generate=N)" if "output" in names else ""))
+            raise TraceRequestError(_picks_nothing(positions, selector, names))
         return np.flatnonzero(keep)
     if isinstance(selector, slice):
         return np.arange(n)[selector]
@@ -73,6 +72,17 @@ def select_positions(positions: pd.DataFrame, selector: Any, *, empty_ok: bool =
     if ((array < -n) | (array >= n)).any():
         raise TraceRequestError(f"positions {array.tolist()[:8]} are out of range for a sequence of {n}")
     return array % n
+
+
+def _picks_nothing(positions: pd.DataFrame, selector: Any, names: list[str]) -> str:
+    """Why a named selector picked nothing, and what picks what the caller most likely meant."""
+    groups = [g for g in GROUPS if (positions["group"] == g).any()]
+    message = (f"selector {selector!r} picks no position of this prompt (its positions are {' and '.join(groups)}"
+               f"{'' if 'output' in set(positions['part']) else ', with no output yet'})")
+    if "output" in names or "text" in names:
+        message += (": to select the generated tokens (a tag prompt has no free text; the model's answer is the "
+                    "text), pass generate=N with rows='output'")
+    return message + "; selectors: " + ", ".join(SELECTORS)
 
 
 def label_positions(model: Any, inputs: ModelInputs, n_prompt: int | None = None) -> pd.DataFrame:

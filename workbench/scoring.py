@@ -37,7 +37,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 
-from workbench.models.base import ModelInputs
+from workbench.models.base import ModelInputs, is_audio_pair
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
@@ -80,7 +80,7 @@ def check_native(model: object, what: str) -> None:
 def audio_prefix(model, audio, audio_dir=None) -> ModelInputs:
     """The prompt up to its tags, with the audio decoded and its mel computed once.
 
-    `audio`: a path (→ `<audio>PATH</audio>`), a 16 kHz array (→ `<audio>audio_0</audio>`), or
+    `audio`: a path (→ `<audio>PATH</audio>`), an (array, rate) pair or a 16 kHz array (→ `<audio>audio_0</audio>`), or
     a prompt string holding `<audio>PATH</audio>` (kept as written, e.g. a ChatML opening;
     relative paths are read against `audio_dir`).
     """
@@ -89,9 +89,10 @@ def audio_prefix(model, audio, audio_dir=None) -> ModelInputs:
         return model.inputs(audio, audio_dir=audio_dir)
     if isinstance(audio, (str, Path)):
         return model.inputs(f"<audio>{audio}</audio>", audio=[audio], audio_dir=audio_dir)
-    if isinstance(audio, (np.ndarray, torch.Tensor)):
+    if isinstance(audio, (np.ndarray, torch.Tensor)) or is_audio_pair(audio):
         return model.inputs("<audio>audio_0</audio>", audio=[audio])
-    raise TypeError(f"audio must be a path, a 16 kHz float array or a prompt string with <audio>PATH</audio>, "
+    raise TypeError(f"audio must be a path, an (array, rate) pair, a 16 kHz float array or a prompt string with "
+                    f"<audio>PATH</audio>, "
                     f"not {type(audio).__name__}")
 
 

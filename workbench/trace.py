@@ -17,7 +17,8 @@ What a name holds (batch dimension dropped; `capture.py` lists the names per fam
 
 rows / cols select positions of the token sequence: None or "all", "last", a group ("audio",
 "tags", "text"), a part ("prompt", "output"), a list of these (their union), an int, a slice, a
-sequence of ints, or a boolean mask. `heads` selects heads of every pattern. What the request would
+sequence of ints, or a boolean mask. A tag prompt has no "text" of its own (its positions are audio
+and tags): the model's answer is the text, so trace it with generate=N and rows="output". `heads` selects heads of every pattern. What the request would
 keep, plus one layer's full pattern while it is computed, is checked against `max_bytes` (default
 2 GiB) before anything runs; a request over it fails with its size and how to narrow it.
 """
@@ -172,6 +173,8 @@ def trace(model: Any, prompt: Any, audio: Any = None, *, capture: str | Sequence
           audio_dir: Any = None) -> Trace:
     """Run `model` once on (prompt, audio) and return a labelled `Trace`.
 
+    prompt, audio: as `model.inputs` takes them; audio is a path, an (array, rate) pair, an array of
+      16 kHz samples, or a list of these.
     capture: names or glob patterns (`trace.names()`; e.g. "llm.layers.*.attn.pattern").
     layers: keep only these layer indices (negative counts from the last) among the matched names.
     heads / rows / cols / dtype: what to keep of each tensor (module docstring); dtype=torch.float16 halves it.

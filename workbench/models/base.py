@@ -11,15 +11,24 @@ Hooks a family implements:
 - `_generate_ids` and/or `_generate_batch`: greedy new ids, stop token included when hit;
 - `_parameter_groups()`: named parts for `describe()`;
 - optionally `stop_ids(inputs)` when the stop tokens depend on the prompt.
+
+Audio reaches every family through `read_audio`: a path, an `(array, rate)` pair (resampled to
+16 kHz), or a bare array, which means 16 kHz samples. A tuple of exactly (array, rate) is one
+audio; a list (or any other tuple) holds several.
 """
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
+
+from workbench.audio import (CHUNK_SECONDS, AudioError, LongAudioError, TruncatedAudioError, is_url, load_audio,
+                            url_message)
 
 
 @contextlib.contextmanager
@@ -86,6 +95,24 @@ class Generation:
 
 
 
+def is_audio_pair(item: Any) -> bool:
+    """True for a tuple of exactly (samples, rate): one audio, not two."""
+    return (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (np.ndarray, torch.Tensor))
+            and isinstance(item[1], numbers.Real) and not isinstance(item[1], bool))
+
+
+def audio_items(audio: Any) -> list[Any]:
+    """`audio=` as a list of single audios: None → [], one audio → [it], a list → its items."""
+    if audio is None:
+        return []
+    if isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[0], numbers.Real) \
+            and isinstance(audio[1], (np.ndarray, torch.Tensor)):
+        raise TypeError("audio=(rate, array), e.g. from scipy.io.wavfile.read: pass (array, rate) instead")
+    if is_audio_pair(audio):
+        return [audio]
+    return list(audio) if isinstance(audio, (list, tuple)) else [audio]
+
+
 class AudioLM:
     """Common surface. Subclasses set `family`, `tokenizer`, `config` and implement the hooks."""
 
@@ -93,6 +120,13 @@ class AudioLM:
     tokenizer: Any = None
     config: Any = None
     stop_token_ids: tuple[int, ...] = ()
+    # How files are read (load_audio's decoder / on_long / on_truncated). Families whose loader
+    # takes these as options (Qwen-Audio: audio_decoder=, …) set them per instance.
+    audio_decoder: str = "auto"
+    audio_on_long: str = "error"
+    audio_on_truncated: str = "error"
+    audio_options_settable: bool = False   # True where wb.load / with_options take audio_on_long=…
+    example_prompt: str = "wb.preset('librispeech', lang='en')"   # named by the empty-prompt error
 
     # --- hooks a family implements -------------------------------------------------------
     def _build_inputs(self, text: str, audios: Sequence[Any], audio_dir: str | Path | None) -> ModelInputs:
@@ -127,29 +161,87 @@ class AudioLM:
         """Token ids that end generation for this prompt."""
         return frozenset(self.stop_token_ids)
 
+    # --- audio -----------------------------------------------------------------------------
+    def read_audio(self, item: Any, audio_dir: str | Path | None = None) -> np.ndarray:
+        """One audio as 16 kHz float32 mono, read with this model's audio options.
+
+        `item`: a path (relative ones against `audio_dir`, else the working directory), an
+        `(array, rate)` pair (resampled to 16 kHz), or a numpy array / torch tensor of 16 kHz samples.
+        """
+        if isinstance(item, str) and is_url(item):
+            raise AudioError(url_message(item))
+        if isinstance(item, (str, Path)):
+            path = Path(item).expanduser()
+            if not path.is_absolute():
+                path = Path(audio_dir or Path.cwd()) / path
+            if not path.exists():
+                raise FileNotFoundError(f"audio {str(item)!r} resolves to {path}, which does not exist: pass "
+                                        "audio_dir= (the folder relative paths are read against) or an absolute path")
+            item = path
+        elif isinstance(item, (np.ndarray, torch.Tensor)):
+            item = (item, 16000)   # documented: a bare array is 16 kHz samples
+        elif not is_audio_pair(item):
+            raise TypeError(f"audio must be a path, an (array, rate) pair or an array of 16 kHz samples, not "
+                            f"{type(item).__name__}" + (f" of {len(item)} items" if isinstance(item, tuple) else ""))
+        try:
+            return load_audio(item, decoder=self.audio_decoder, on_long=self.audio_on_long,
+                              on_truncated=self.audio_on_truncated)
+        except (LongAudioError, TruncatedAudioError) as error:   # advice this caller can follow
+            raise error.with_fix(self._audio_fix(error)) from None
+
+    def _audio_fix(self, error: AudioError) -> str:
+        if isinstance(error, LongAudioError):
+            if self.audio_options_settable:
+                return (f"Load the model with wb.load(..., audio_on_long='truncate'), or take "
+                        f"model.with_options(audio_on_long='truncate'), to keep the first {CHUNK_SECONDS} s (with a "
+                        f"warning); or cut it into {CHUNK_SECONDS} s windows with wb.load_audio(path, on_long='chunk') "
+                        "and run each window's .audio")
+            return (f"Cut it first: wb.load_audio(path, on_long='truncate') keeps the first {CHUNK_SECONDS} s, "
+                    f"on_long='chunk' gives {CHUNK_SECONDS} s windows; pass the array (or each window's .audio)")
+        if self.audio_options_settable:
+            return ("The file was cut short (an interrupted download or copy?): get the complete file again, or load "
+                    "the model with wb.load(..., audio_on_truncated='warn') (or take "
+                    "model.with_options(audio_on_truncated='warn')) to use the part that is there")
+        return ("The file was cut short (an interrupted download or copy?): get the complete file again, or read the "
+                "part that is there with wb.load_audio(path, on_truncated='warn') and pass the array")
+
     # --- the verbs -----------------------------------------------------------------------
     def inputs(self, prompt: Any, audio: Any = None, *, audio_dir: str | Path | None = None) -> ModelInputs:
         """Build model inputs from an official prompt string, ChatML text, or (audio, TagPrompt).
 
         `prompt` may be a str with `<audio>PATH</audio>` references: without `audio`, each PATH is
         read (relative paths against `audio_dir`, else the working directory); with `audio` (one
-        path or 16 kHz float array, or a list of them), the items fill the references in order and
-        the text between the tags is only a label. A `workbench.tags.TagPrompt` gets one
-        `<audio>…</audio>` per item of `audio` in front of its tags, as the official prompts put it.
+        path, an `(array, rate)` pair, or an array of 16 kHz samples; or a list of them), the items
+        fill the references in order and the text between the tags is only a label. A
+        `workbench.tags.TagPrompt` gets one `<audio>…</audio>` per item of `audio` in front of its
+        tags, as the official prompts put it.
         """
         if isinstance(prompt, ModelInputs):
             if audio is not None:
                 raise TypeError("prompt is already a ModelInputs (its audio is inside it): do not pass audio")
             return prompt
-        audios: list[Any] = [] if audio is None else list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        audios = audio_items(audio)
         text = prompt
+        if isinstance(prompt, str) and not prompt.strip():
+            raise ValueError(f"the prompt is empty{' (only whitespace)' if prompt else ''}: give a prompt, e.g. "
+                             f"{self.example_prompt}")
         if not isinstance(prompt, str):
             if not callable(getattr(prompt, "render", None)):  # TagPrompt, duck-typed to avoid an import cycle
                 raise TypeError(f"prompt must be a str, a TagPrompt or a ModelInputs, not {type(prompt).__name__}")
             refs = "".join(f"<audio>{a if isinstance(a, (str, Path)) else f'audio_{i}'}</audio>"
                            for i, a in enumerate(audios))
             text = refs + prompt.render()
-        return self._build_inputs(text, audios, audio_dir)
+        inputs = self._build_inputs(text, audios, audio_dir)
+        if inputs.length == 0:
+            raise ValueError(f"the prompt {text!r} gives no tokens: give a prompt, e.g. {self.example_prompt}")
+        return inputs
+
+    def _batch_inputs(self, prompts: Sequence[Any], audio_dir: str | Path | None) -> list[ModelInputs]:
+        """Each item a prompt, or a (prompt, audio) pair."""
+        if isinstance(prompts, (str, ModelInputs)) or callable(getattr(prompts, "render", None)):
+            raise TypeError(f"prompts must be a list of prompts, not one {type(prompts).__name__}: wrap it, [prompt]")
+        return [self.inputs(*p, audio_dir=audio_dir) if isinstance(p, tuple) and len(p) == 2 and not is_audio_pair(p)
+                else self.inputs(p, audio_dir=audio_dir) for p in prompts]
 
     @torch.no_grad()
     def forward(self, prompt: Any, audio: Any = None, *, audio_dir: str | Path | None = None,
@@ -166,12 +258,13 @@ class AudioLM:
                       output_hidden_states: bool = False, output_attentions: bool = False,
                       output_encoder_attentions: bool = False,
                       logits_to_keep: int | None = None) -> list[ForwardOutput]:
-        """Several prompts (str, TagPrompt without audio, or ModelInputs) in one padded batch.
+        """Several prompts (str, TagPrompt without audio, ModelInputs, or (prompt, audio) pairs) in one
+        padded batch.
 
         Each result has the prompt's own length (padding removed) and equals `forward` on that
         prompt alone, up to float rounding.
         """
-        batch = [self.inputs(p, audio_dir=audio_dir) for p in prompts]
+        batch = self._batch_inputs(prompts, audio_dir)
         if not batch:
             raise ValueError("forward_batch got no prompts: pass a non-empty list")
         return self._forward_batch(batch, output_hidden_states=output_hidden_states,
@@ -189,8 +282,9 @@ class AudioLM:
     @torch.no_grad()
     def generate_batch(self, prompts: Sequence[Any], *, audio_dir: str | Path | None = None,
                        max_new_tokens: int = 64, keep_tags: bool = True) -> list[Generation]:
-        """Greedy decoding of several prompts in one padded batch; each equals `generate` alone."""
-        batch = [self.inputs(p, audio_dir=audio_dir) for p in prompts]
+        """Greedy decoding of several prompts (as `forward_batch` takes them) in one padded batch; each
+        equals `generate` alone."""
+        batch = self._batch_inputs(prompts, audio_dir)
         if not batch:
             raise ValueError("generate_batch got no prompts: pass a non-empty list")
         _check_max_new_tokens(max_new_tokens)

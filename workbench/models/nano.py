@@ -70,4 +70,8 @@ def nano_evaluation(path: str | Path | None = None) -> dict:
     file = (NANO_DIR if path is None else Path(path)) / "eval.json"
     if not file.is_file():
         raise FileNotFoundError(f"{file} not found: run `python recipes/eval_nano.py` to measure the checkpoint")
-    return json.loads(file.read_text())
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file} is not valid JSON ({error.msg} at line {error.lineno}): re-run "
+                         "`python recipes/eval_nano.py` to write it again") from None

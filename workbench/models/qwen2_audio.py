@@ -17,7 +17,6 @@ placeholders (n_tok + 2 positions, as v1), else over the placeholders alone.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import re
 import warnings
@@ -30,8 +29,9 @@ from transformers import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
-from workbench.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, load_audio
+from workbench.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, check_min_length
 from workbench.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
+from workbench.loading import read_config_json
 from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
 from workbench.tags import UnknownTagWarning
 
@@ -65,6 +65,11 @@ def audio_token_count(n_samples: int) -> int:
     return (frames - 2) // 2 + 1
 
 
+# The shortest clip that gives one `<|AUDIO|>` (fewer: none, and the prompt has no place for the clip).
+# 321 rather than v1's 480, because the processor rounds mel frames up (audio_token_count).
+MIN_SAMPLES = next(n for n in range(1, N_FRAMES * HOP_LENGTH) if audio_token_count(n) >= 1)
+
+
 def load_qwen2_audio(path: str | Path, *, dtype: torch.dtype | str | None = None,
                      device: str | torch.device | None = None, attn: str = "sdpa") -> Qwen2AudioLM:
     """Load a transformers-format Qwen2-Audio directory (model + `Qwen2AudioProcessor`), offline.
@@ -79,7 +84,7 @@ def load_qwen2_audio(path: str | Path, *, dtype: torch.dtype | str | None = None
     if not config_path.is_file():
         raise NotAQwen2AudioDirectoryError(f"{directory} has no config.json: expected a transformers Qwen2-Audio "
                                            "directory (config.json, *.safetensors, processor and tokenizer files)")
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    model_type = read_config_json(config_path).get("model_type")
     if model_type != "qwen2_audio":
         raise NotAQwen2AudioDirectoryError(f"{config_path} has model_type {model_type!r}, not 'qwen2_audio': "
                                            "use workbench.load() to pick the loader for other checkpoints")
@@ -98,6 +103,7 @@ def load_qwen2_audio(path: str | Path, *, dtype: torch.dtype | str | None = None
 
 class Qwen2AudioLM(AudioLM):
     family = "qwen2-audio"
+    example_prompt = "'<|audio_bos|><|AUDIO|><|audio_eos|>What does the person say?'"
 
     def __init__(self, model: Qwen2AudioForConditionalGeneration, processor: Qwen2AudioProcessor, source: str = ""):
         self.model, self.processor, self.source = model, processor, source
@@ -140,7 +146,9 @@ class Qwen2AudioLM(AudioLM):
         if unknown:
             warnings.warn(f"{', '.join(unknown)} look like tags but are not in Qwen2-Audio's vocabulary, so they "
                           "are tokenized as plain text", UnknownTagWarning, stacklevel=3)
-        clips = [_read_audio(item, audio_dir) for item in items]
+        clips = [self.read_audio(item, audio_dir) for item in items]
+        for k, (source, clip) in enumerate(zip(sources, clips)):
+            check_min_length(len(clip), MIN_SAMPLES, f"audio {k} ({source!r})", "Qwen2-Audio")
         if clips:
             batch = self.processor(text=[expanded], audio=clips, sampling_rate=SAMPLE_RATE, return_tensors="pt")
             extra = {"input_features": batch["input_features"], "feature_attention_mask": batch["feature_attention_mask"]}
@@ -252,15 +260,3 @@ class Qwen2AudioLM(AudioLM):
         core = self.model.model
         return {"encoder": core.audio_tower, "projector": core.multi_modal_projector,
                 "llm": torch.nn.ModuleList([core.language_model, self.model.lm_head])}
-
-
-def _read_audio(item: Any, audio_dir: str | Path | None) -> np.ndarray:
-    """A path (relative to `audio_dir`), or samples: 16 kHz unless given as (array, rate)."""
-    if isinstance(item, (str, Path)):
-        path = Path(item).expanduser()
-        if audio_dir is not None and not path.is_absolute():
-            path = Path(audio_dir) / path
-        return load_audio(path)
-    if isinstance(item, (np.ndarray, torch.Tensor)):
-        return load_audio(item, src_sr=SAMPLE_RATE)
-    return load_audio(item)

@@ -29,14 +29,14 @@ import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2RotaryEmbedding
 
-from workbench.audio import DECODERS, audio_span_tokens, encoder_frames, load_audio, log_mel
+from workbench.audio import (DECODERS, MIN_SAMPLES, TRUNCATION_POLICIES, audio_span_tokens, check_min_length,
+                            encoder_frames, log_mel)
 from workbench.checkpoint import (
     CheckpointError, CheckpointFileNotFoundError, UnsupportedDtypeError, check_dtype_runs, load_into,
     read_config, read_json, resolve_device, resolve_dtype, tensor_index,
@@ -63,7 +63,7 @@ class ContextTooLongError(ValueError):
 
 def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
                     attn: str = "sdpa", audio_batching: str = "separate", audio_decoder: str = "auto",
-                    audio_on_long: str = "error", chat: bool | None = None,
+                    audio_on_long: str = "error", audio_on_truncated: str = "error", chat: bool | None = None,
                     device_map: str | dict | None = None) -> QwenAudio:
     """Load an official-layout Qwen-Audio / Qwen-Audio-Chat directory (safetensors only).
 
@@ -74,6 +74,8 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
     audio_decoder, audio_on_long: how `<audio>PATH</audio>` files are read (`decoder`, `on_long` of
       `workbench.audio.load_audio`): "ffmpeg" decodes exactly as the official code; audio over 30 s
       is an error unless audio_on_long="truncate" (the official code truncates silently).
+    audio_on_truncated: a WAV/FLAC file holding fewer frames than its header promises is an error,
+      unless "warn" (`on_truncated` of `load_audio`).
     chat: override the chat/base decision read from generation_config.json.
     device_map: instead of `device`, 'auto' (every visible GPU, balanced) or {name prefix: device}
       to spread the encoder and LLM layers over several devices (`workbench.placement`).
@@ -123,22 +125,26 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
     network.eval()
     return QwenAudio(network, tokenizer, config,
                      audio_batching=audio_batching, audio_decoder=audio_decoder, audio_on_long=audio_on_long,
-                     path=directory)
+                     audio_on_truncated=audio_on_truncated, path=directory)
 
 
 # --- the model ------------------------------------------------------------------------------
 
 class QwenAudio(AudioLM):
+    audio_options_settable = True   # wb.load(…, audio_on_long=…) and with_options set how files are read
+
     def __init__(self, network: nn.ModuleDict, tokenizer: QwenAudioTokenizer, config: QwenAudioConfig, *,
                  audio_batching: str = "separate", audio_decoder: str = "auto", audio_on_long: str = "error",
-                 path: Path | None = None):
+                 audio_on_truncated: str = "error", path: Path | None = None):
         for name, value, choices in (("audio_batching", audio_batching, AUDIO_BATCHING),
                                      ("audio_decoder", audio_decoder, DECODERS),
-                                     ("audio_on_long", audio_on_long, ("error", "truncate"))):
+                                     ("audio_on_long", audio_on_long, ("error", "truncate")),
+                                     ("audio_on_truncated", audio_on_truncated, TRUNCATION_POLICIES)):
             if value not in choices:
                 raise ValueError(f"{name}={value!r}: choose one of {choices}")
         self.network, self.tokenizer, self.config, self.path = network, tokenizer, config, path
         self.audio_batching, self.audio_decoder, self.audio_on_long = audio_batching, audio_decoder, audio_on_long
+        self.audio_on_truncated = audio_on_truncated
         self.family = "qwen-audio-chat" if config.chat else "qwen-audio"
         t = tokenizer
         self.stop_token_ids = (t.endoftext_id, t.im_end_id, t.im_start_id) if config.chat else (t.endoftext_id,)
@@ -163,12 +169,13 @@ class QwenAudio(AudioLM):
         return self.llm.lm_head.weight.dtype
 
     def with_options(self, *, audio_batching: str | None = None, audio_decoder: str | None = None,
-                     audio_on_long: str | None = None) -> QwenAudio:
+                     audio_on_long: str | None = None, audio_on_truncated: str | None = None) -> QwenAudio:
         """The same weights (shared, not copied) with other audio options."""
         return QwenAudio(self.network, self.tokenizer, self.config, path=self.path,
                          audio_batching=audio_batching or self.audio_batching,
                          audio_decoder=audio_decoder or self.audio_decoder,
-                         audio_on_long=audio_on_long or self.audio_on_long)
+                         audio_on_long=audio_on_long or self.audio_on_long,
+                         audio_on_truncated=audio_on_truncated or self.audio_on_truncated)
 
     def stop_ids(self, inputs: ModelInputs) -> frozenset[int]:
         chatml = inputs.text.lstrip().startswith("<|im_start|>")
@@ -189,8 +196,9 @@ class QwenAudio(AudioLM):
             raise AudioTagError(f"{'more' if len(refs) > len(audios) else 'fewer'} audio tags than audios: the prompt "
                                 f"has {len(refs)} <audio>…</audio> ({refs}) but {len(audios)} audio(s) were given; "
                                 "give one audio per tag, in order (or none, to read the paths in the tags)")
-        sources = list(audios) if audios else [_resolve(ref, audio_dir) for ref in refs]
-        samples = [self._samples(source) for source in sources]
+        samples = [self.read_audio(source, audio_dir) for source in (audios or refs)]
+        for k, (ref, clip) in enumerate(zip(refs, samples)):
+            check_min_length(len(clip), MIN_SAMPLES, f"audio {k} ({ref!r})", "Qwen-Audio")
         spans = [audio_span_tokens(len(s)) for s in samples]
         ids = self.tokenizer.encode_with_audio(text, spans)
         starts = [i for i, token in enumerate(ids) if token == self.tokenizer.audio_start_id]
@@ -198,13 +206,6 @@ class QwenAudio(AudioLM):
         audio = [AudioSpan(source=ref, n_samples=len(s), start=start, n_positions=span, mel=mel)
                  for ref, s, start, span, mel in zip(refs, samples, starts, spans, mels)]
         return ModelInputs(text=text, input_ids=torch.tensor([ids]), audios=audio)
-
-    def _samples(self, source: Any) -> np.ndarray:
-        if isinstance(source, (str, Path)):
-            return load_audio(source, decoder=self.audio_decoder, on_long=self.audio_on_long)
-        if isinstance(source, (np.ndarray, torch.Tensor)):  # taken as 16 kHz samples
-            return load_audio(source, src_sr=16000, on_long=self.audio_on_long)
-        raise TypeError(f"audio must be a path or a 16 kHz float array, not {type(source).__name__}")
 
     # -- audio -------------------------------------------------------------------------------
     def encode_audio(self, inputs: ModelInputs, *, output_attentions: bool = False) -> EncoderOutput:
@@ -226,11 +227,22 @@ class QwenAudio(AudioLM):
         return embeds
 
     def _check_length(self, positions: int, what: str) -> None:
-        if positions > self.config.max_positions:
-            raise ContextTooLongError(
-                f"{what} needs {positions} positions, more than {self.config.max_positions}: beyond that the official "
-                "model applies dynamic-NTK rotary and logn attention scaling, which this implementation does not; "
-                "shorten the prompt (fewer or shorter audios, less history) or ask for fewer new tokens")
+        limit = self.config.max_positions
+        if positions <= limit:
+            return
+        official = self.config.official
+        scaled = [text for flag, text in (("use_dynamic_ntk", "dynamic-NTK rotary scaling"),
+                                          ("use_logn_attn", "logn attention scaling")) if official.get(flag)]
+        if scaled:   # QwenAudioConfig: the limit is then seq_length
+            reason = (f"beyond seq_length {limit} the official model applies {' and '.join(scaled)} (config.json: "
+                      f"{', '.join(f'{flag}=true' for flag in ('use_dynamic_ntk', 'use_logn_attn') if official.get(flag))}"
+                      "), which this implementation does not")
+        else:
+            reason = (f"this checkpoint's config.json sets max_position_embeddings {limit} (with use_dynamic_ntk and "
+                      "use_logn_attn off), the longest sequence it is built for")
+        raise ContextTooLongError(
+            f"{what} needs {positions} positions, more than {limit}: {reason}; shorten the prompt (fewer or shorter "
+            "audios, less history) or ask for fewer new tokens")
 
     def _prepare(self, batch: list[ModelInputs], output_encoder_attentions: bool = False):
         encoded = [self.encode_audio(inputs, output_attentions=output_encoder_attentions) for inputs in batch]
@@ -288,16 +300,6 @@ class QwenAudio(AudioLM):
             if mask is not None:
                 mask = torch.cat([mask, mask.new_ones(len(batch), 1)], dim=1)
         return new
-
-
-def _resolve(ref: str, audio_dir: str | Path | None) -> Path:
-    path = Path(ref).expanduser()
-    if not path.is_absolute():
-        path = Path(audio_dir or Path.cwd()) / path
-    if not path.is_file():
-        raise FileNotFoundError(f"audio {ref!r} in the prompt resolves to {path}, which does not exist: pass "
-                                "audio_dir= (the folder the prompt's paths are relative to) or an absolute path")
-    return path
 
 
 def _left_pad(embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

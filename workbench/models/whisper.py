@@ -14,26 +14,27 @@ so each `AudioSpan` has `n_positions == 0`.
 
 Decoding is plain greedy argmax, as the official Qwen-Audio evaluation decodes: none of Whisper's
 own heuristics (token suppression, timestamp rules, temperature fallback), so what comes out is
-what the model puts first.
+what the model puts first. Nor does anything fill in the tags: a multilingual Whisper prompted with
+`<|startoftranscript|>` alone repeats one word ("And And And …"), so a prefix that starts a
+transcript without a language and a task tag gets a `MissingWhisperTagsWarning`.
 """
 from __future__ import annotations
 
 import inspect
-import json
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-from workbench.audio import load_audio
-from workbench.loading import UnknownModelError
+from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+from workbench.loading import UnknownModelError, read_config_json
 from workbench.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
 from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
 from workbench.tags import UnknownTagWarning
@@ -53,6 +54,10 @@ class NotAWhisperDirectoryError(ValueError):
 
 class WhisperPromptError(ValueError):
     """The prompt does not give Whisper exactly one audio and a non-empty decoder prefix."""
+
+
+class MissingWhisperTagsWarning(UserWarning):
+    """A multilingual Whisper's prefix starts a transcript without a language or a task tag."""
 
 
 @dataclass
@@ -99,7 +104,7 @@ def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[Whi
     from workbench.models.ctranslate2 import is_ct2_directory, load_ct2_whisper
 
     config_path = directory / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = read_config_json(config_path) if config_path.is_file() else {}
     if config.get("model_type") == "whisper":
         model = WhisperForConditionalGeneration.from_pretrained(directory, dtype=dtype, attn_implementation=attn)
         return model.eval(), WhisperProcessor.from_pretrained(directory)
@@ -117,6 +122,7 @@ def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[Whi
 
 class WhisperLM(AudioLM):
     family = "whisper"
+    example_prompt = repr(STANDARD_PREFIX)
 
     def __init__(self, model: WhisperForConditionalGeneration, processor: WhisperProcessor, source: str = ""):
         self.model, self.processor, self.source = model, processor, source
@@ -124,6 +130,7 @@ class WhisperLM(AudioLM):
         self.config = model.config
         self.stop_token_ids = (self.tokenizer.convert_tokens_to_ids("<|endoftext|>"),)
         self._tags = set(self.tokenizer.get_added_vocab())
+        self.multilingual = _is_multilingual(model)
 
     @property
     def device(self) -> torch.device:
@@ -147,8 +154,9 @@ class WhisperLM(AudioLM):
             raise WhisperPromptError(f"the prompt {text!r} has no decoder prefix: Whisper's decoder needs at "
                                      f"least <|startoftranscript|>, e.g. {STANDARD_PREFIX}")
         self._warn_unknown_tags(prefix)
+        self._warn_missing_tags(prefix)
         source = refs[0] if refs else (str(items[0]) if isinstance(items[0], (str, Path)) else "audio_0")
-        audio = _read_audio(items[0], audio_dir)
+        audio = self.read_audio(items[0], audio_dir)
         features = self.processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
         ids = self.tokenizer.encode(prefix, add_special_tokens=False)
         span = AudioSpan(source=source, n_samples=len(audio), start=0, n_positions=0, mel=features[0].float())
@@ -160,6 +168,23 @@ class WhisperLM(AudioLM):
         if unknown:
             warnings.warn(f"{', '.join(unknown)} look like tags but are not in Whisper's vocabulary, so they are "
                           "tokenized as plain text", UnknownTagWarning, stacklevel=4)
+
+    def _warn_missing_tags(self, prefix: str) -> None:
+        """A multilingual model needs `<|lang|><|task|>` after `<|startoftranscript|>`: without them it
+        has not been told what to do, and greedy decoding loops on one word."""
+        sot = "<|startoftranscript|>"
+        if not self.multilingual or sot not in prefix:
+            return
+        after = TAG_LIKE.findall(prefix.split(sot, 1)[1])
+        languages = {f"<|{code}|>" for code in LANGUAGES}
+        missing = [what for what, present in (("a language tag (e.g. <|en|>)", any(t in languages for t in after)),
+                                              ("a task tag (<|transcribe|> or <|translate|>)",
+                                               any(t in ("<|transcribe|>", "<|translate|>") for t in after)))
+                   if not present]
+        if missing:
+            warnings.warn(f"the Whisper prefix {prefix!r} lacks {' and '.join(missing)} after {sot}: a multilingual "
+                          f"Whisper then has no task and tends to repeat one word. Write the full prefix, e.g. "
+                          f"{STANDARD_PREFIX}", MissingWhisperTagsWarning, stacklevel=4)
 
     # --- forward ---------------------------------------------------------------------------
     def _encode(self, inputs: ModelInputs, **flags: bool):
@@ -220,13 +245,12 @@ class WhisperLM(AudioLM):
         return groups
 
 
-def _read_audio(item: Any, audio_dir: str | Path | None) -> np.ndarray:
-    """A path (relative to `audio_dir`), or samples: 16 kHz unless given as (array, rate)."""
-    if isinstance(item, (str, Path)):
-        path = Path(item).expanduser()
-        if audio_dir is not None and not path.is_absolute():
-            path = Path(audio_dir) / path
-        return load_audio(path)
-    if isinstance(item, (np.ndarray, torch.Tensor)):
-        return load_audio(item, src_sr=16000)
-    return load_audio(item)
+def _is_multilingual(model: WhisperForConditionalGeneration) -> bool:
+    """openai-whisper's test for a real vocabulary: the English-only models have 51,864 ids, the
+    multilingual 51,865 or more. The generation config's `is_multilingual` is not trusted there (a
+    faster-whisper config lists every language even for tiny.en); it decides only for the small
+    vocabularies of test models."""
+    vocab = model.config.vocab_size
+    if vocab >= 51864:
+        return vocab >= 51865
+    return bool(getattr(model.generation_config, "is_multilingual", False))
