@@ -1,0 +1,1 @@
+"""Evaluation: benchmark readers, the official and standard scorers, a resumable sharded runner."""
