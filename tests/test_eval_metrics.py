@@ -263,3 +263,12 @@ def test_aas_skips_outputs_without_time_tags():
     assert aas.value is None and "1 utterances without time tags" in aas.note
     item = metrics.srwt_item("面", ref, "zh")
     assert item["timestamps_parsed"] is False and item["aas_ms"] is None and item["wer"] == 0.0
+
+
+def test_standard_label_accuracy_ignores_how_a_dataset_spells_its_classes():
+    from workbench.evaluation.metrics_labels import label_accuracy
+
+    outputs = ["throat clearing", "crowded indoor", "Park.", "sigh"]
+    labels = ["throatclearing", "CrowdedIndoor", "Park", "laughter"]
+    by_recipe = {m.recipe: m.value for m in label_accuracy(outputs, labels)}
+    assert by_recipe == {"official": 0.0, "standard": 0.75}
