@@ -398,3 +398,14 @@ def test_word_times_from_a_separate_alignment_folder(tmp_path: Path):
         read_word_times(tmp_path / "audio", alignments=tmp_path / "aligned")
     assert read_word_times(tmp_path / "audio", alignments=tmp_path / "aligned", tier="phones",
                            lang="en")[0].reference == [("a", 0.0, 1.0)]
+
+
+def test_librispeech_reads_the_split_folder_itself_when_the_task_names_its_split(tmp_path):
+    from workbench.evaluation.readers import read_dataset
+    from workbench.evaluation.replicas import build_replicas
+
+    split_folder = build_replicas(tmp_path)["librispeech"]
+    assert split_folder.name == "dev-clean"
+    assert read_dataset("librispeech", split_folder, split="dev-clean") == read_dataset("librispeech", split_folder)
+    assert read_dataset("librispeech", split_folder.parent, split="dev-clean") == read_dataset("librispeech",
+                                                                                              split_folder)

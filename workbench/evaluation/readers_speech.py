@@ -26,7 +26,8 @@ LIBRISPEECH_LAYOUT = ("a LibriSpeech split folder as distributed, e.g. LibriSpee
 
 def read_librispeech(root: Path, split: str | None = None) -> list[Item]:
     """Every utterance of a LibriSpeech split; reference = the transcript as in the file (uppercase)."""
-    folder = Path(root) / split if split else Path(root)
+    # `root` may be the split folder itself (what `--data dev-clean/` gives) or LibriSpeech/ above it.
+    folder = Path(root) / split if split and Path(root).name != split else Path(root)
     require_dir(folder, LIBRISPEECH_LAYOUT)
     transcripts = sorted(folder.glob("*/*/*.trans.txt"))
     if not transcripts:

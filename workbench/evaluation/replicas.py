@@ -106,6 +106,17 @@ REPLICAS: dict[str, Replica] = {r.name: r for r in (
 )}
 
 
+# The registered benchmark (`tasks.TASKS`) whose prompt and scoring each replica is run with.
+BENCHMARK_OF: dict[str, str] = {
+    "librispeech": "librispeech-dev-clean", "aishell1": "aishell1-test", "aishell2": "aishell2-ios",
+    "covost2": "covost2-en-de", "covost2_zh_en": "covost2-zh-en", "srwt": "srwt", "srwt_json": "srwt",
+    "clotho": "clotho", "clothoaqa": "clotho-aqa", "cochlscene": "cochlscene", "tut2017": "tut2017", "meld": "meld",
+    "vocalsound": "vocalsound", "nsynth": "nsynth", "official_librispeech": "librispeech-test-clean",
+    "official_covost2": "covost2-en-de", "official_clothoaqa": "clotho-aqa", "official_nsynth": "nsynth",
+    "official_srwt": "srwt",
+}
+
+
 def read_replica(name: str, out: Path) -> list[Item]:
     """The items of replica `name` built under `out`, read with its reader and keywords."""
     if name not in REPLICAS:
