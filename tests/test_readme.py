@@ -25,6 +25,7 @@ BLOCKS = [(m.group(1), m.group(2), README[: m.start()].count("\n") + 1)
           for m in re.finditer(r"```(\w+)\n(.*?)```", README, flags=re.S)]
 PYTHON = [(code, line) for lang, code, line in BLOCKS if lang == "python"]
 SHELL = [(code, line) for lang, code, line in BLOCKS if lang in ("bash", "sh", "shell")]
+LAUNCHERS = ("torchrun", "accelerate")
 
 
 def _stand_ins(tiny_dir: Path) -> dict[str, str]:
@@ -66,10 +67,13 @@ def test_shell_block_names_real_targets_and_scripts(code, line):
             done = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO, capture_output=True, text=True,
                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
             assert done.returncode == 0, f"README.md:{line}: {argv[1]} --help failed:\n{done.stderr}"
-        elif argv[0] == "workbench":
+        elif argv[0] == "workbench" or argv[0] in LAUNCHERS:
+            # `torchrun … -m workbench.cli SUB …` runs the same console script under a launcher
+            sub = argv[1] if argv[0] == "workbench" else argv[argv.index("workbench.cli") + 1]
+            assert argv[0] == "workbench" or argv[argv.index("workbench.cli") - 1] == "-m", argv
             from workbench.cli import main
             with pytest.raises(SystemExit) as exit_:
-                main([argv[1], "--help"])
+                main([sub, "--help"])
             assert exit_.value.code == 0
         else:
             pytest.fail(f"README.md:{line}: a shell command this test does not know how to check: {argv}")
