@@ -63,3 +63,17 @@ def test_the_runner_reproduces_the_recipe_evaluation_on_nanos_held_out_clips(nan
                                                           audio_dir=CLIPS, max_new_tokens=96)]
     assert result.outputs == recipe
     assert result.summary["batch_check"]["status"] == "passed"
+
+
+@pytest.mark.whisper
+@pytest.mark.slow
+def test_real_whisper_through_the_runner_gets_the_real_clip_right(tmp_path, shared_audio):
+    """Whisper's own prompt, adapted to an English-only model (which has no language/task tags)."""
+    from workbench.evaluation.replicas import build_replicas
+
+    data = build_replicas(tmp_path / "data", real_clips=shared_audio)["librispeech"]
+    result = evaluate(wb.load("whisper-tiny.en"), "librispeech-dev-clean", data, tmp_path / "run", progress=False)
+    real = next(r for r in result.records if r["id"] == "1272-128104-0000")
+    assert real["prompt"] == "<|startoftranscript|><|notimestamps|>"
+    assert real["score"]["wer_standard"] < 15, real
+    assert result.metric("WER", "standard").value < 30   # real speech and espeak-ng sentences alike

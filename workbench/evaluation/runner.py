@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -124,6 +125,9 @@ def read_items(task: Any, data: str | Path | Sequence[Item], limit: int | None =
     return items
 
 
+_LANGUAGE_TAG = re.compile(r"<\|([a-z]{2,3}(?:_[a-z]+)?)\|>")   # Whisper's <|en|>, <|zh|>, <|haw|>, <|zh_tr|>…
+
+
 def item_prompt(model: Any, task: Any, item: Item) -> Any:
     """The item's prompt: a TagPrompt from `task.prompt`, or Whisper's decoder prefix string."""
     if getattr(model, "family", None) != "whisper":
@@ -135,7 +139,16 @@ def item_prompt(model: Any, task: Any, item: Item) -> Any:
             f"task {task.name!r} ({task.kind}) has no Whisper prompt: Whisper only transcribes and translates "
             "to English, it has no tags for this task. Evaluate it with a Qwen-Audio model, or pick an ASR or "
             "speech-translation task for Whisper")
-    return prompt
+    if getattr(model, "multilingual", True):
+        return prompt
+    # An English-only Whisper (*.en) was trained on <|startoftranscript|><|notimestamps|> alone: given
+    # the multilingual <|en|><|transcribe|> it ends at once, with an empty transcript.
+    other = [tag for tag in _LANGUAGE_TAG.findall(prompt) if tag != "en"]
+    if other or "<|translate|>" in prompt:
+        raise UnsupportedTaskError(
+            f"task {task.name!r} asks an English-only Whisper for {', '.join(other) or 'translation'}: it only "
+            "transcribes English. Load a multilingual Whisper (e.g. 'whisper-base') for this task")
+    return prompt.replace("<|en|>", "").replace("<|transcribe|>", "")
 
 
 def _text(prompt: Any) -> str:
