@@ -6,7 +6,7 @@ and 30 s of audio, then, for 16 variants of the LibriSpeech prompt (6 drops, 10 
 same process (with --repeats, the measurements alternate, so that load from other processes hits
 both sides alike; the ratio is taken within each repeat and the median reported):
 
-(a) scoring — `workbench.scoring`: the audio encoded once, the prefix `<audio>…</audio>` run
+(a) scoring — `workbench.analysis.scoring`: the audio encoded once, the prefix `<audio>…</audio>` run
     once, the 16 prompts + target packed into one sequence on the prefix's cache; against 16
     `model.forward` calls of the full prompt + target, each encoding the audio and running the
     whole prompt (logits only for the positions scored, which favours the baseline);
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench import scoring
-from workbench.ablation import ablate
+from workbench.analysis import scoring
+from workbench.analysis.ablation import ablate
 from workbench.models.base import ModelInputs
-from workbench.models.official_layout import official_config, write_random_checkpoint
+from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
 from workbench.models.qwen_audio import load_qwen_audio
 from workbench.tags import drop_variants, preset, swap_variants
 

@@ -1,7 +1,7 @@
 """Cost of capturing attention: `trace()` of a few LLM layers against plain forwards (goal ≤ 1.3×).
 
 Builds a random official-layout Qwen-Audio checkpoint in a temporary directory
-(`workbench.models.official_layout`: the real vocabulary of 155,947 rows, LLM hidden 1024 × 12
+(`workbench.models.qwen_audio.official_layout`: the real vocabulary of 155,947 rows, LLM hidden 1024 × 12
 layers, encoder 512 × 6 blocks, float32) and 30 s of audio (a 762-position prompt). Then, in the
 same process, alternating the three so that load from other processes hits all alike:
 
@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.capture import anatomy, resolve_capture
-from workbench.models.official_layout import official_config, write_random_checkpoint
+from workbench.analysis.capture import anatomy, resolve_capture
+from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
 from workbench.models.qwen_audio import load_qwen_audio
-from workbench.positions import label_positions
+from workbench.analysis.positions import label_positions
 from workbench.tags import preset
-from workbench.trace import DEFAULT_MAX_BYTES, check_size, trace
+from workbench.analysis.trace import DEFAULT_MAX_BYTES, check_size, trace
 
 REPO = Path(__file__).resolve().parents[1]
 TIKTOKEN = REPO.parent / "shared" / "fixtures" / "qwen_audio_v1_tiny" / "checkpoint" / "qwen.tiktoken"

@@ -33,7 +33,7 @@ import torch
 
 from workbench.audio import N_SAMPLES, audio_span_tokens, load_audio
 from workbench.demo import demo_path
-from workbench.models.official_layout import REAL_CONFIG, official_config, write_random_checkpoint
+from workbench.models.qwen_audio.official_layout import REAL_CONFIG, official_config, write_random_checkpoint
 from workbench.models.qwen_audio import load_qwen_audio
 from workbench.tags import preset
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.models.official_layout import official_config, write_random_checkpoint
+from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TIKTOKEN = REPO.parent / "shared" / "fixtures" / "qwen_audio_v1_tiny" / "checkpoint" / "qwen.tiktoken"

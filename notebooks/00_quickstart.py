@@ -36,10 +36,10 @@ from workbench.audio import (SAMPLE_RATE, SECONDS_PER_TOKEN, audio_span_tokens, 
                              encoder_frames, load_audio, log_mel, mel_frames, seconds_to_token,
                              token_to_seconds)
 from workbench.demo import demo_clip, demo_clips
-from workbench.plots import plot_mel, plot_waveform
-from workbench.style import use_style
-from workbench.tags import (TagPrompt, TagPromptError, check_tags, drop_variants, permute_variants,
-                            preset, swap_variants)
+from workbench.figures.attention import plot_mel, plot_waveform
+from workbench.figures.style import use_style
+from workbench.tags import TagPrompt, check_tags, drop_variants, permute_variants, preset, swap_variants
+from workbench.errors import TagPromptError
 
 use_style()
 pd.set_option("display.max_colwidth", None)

@@ -46,13 +46,13 @@ import workbench as wb
 from workbench.audio import (SAMPLE_RATE, SECONDS_PER_TOKEN, audio_span_tokens, audio_tokens, encoder_frames,
                              mel_frames)
 from workbench.demo import demo_clip, demo_path
-from workbench.models.official_layout import (REAL_CONFIG, official_config, official_part, official_shapes,
+from workbench.models.qwen_audio.official_layout import (REAL_CONFIG, official_config, official_part, official_shapes,
                                               write_random_checkpoint)
 from workbench.models.qwen_audio import load_qwen_audio
-from workbench.models.qwen_audio_config import parameter_counts
+from workbench.models.qwen_audio.config import parameter_counts
 from workbench.models.whisper import STANDARD_PREFIX
-from workbench.plots import plot_mel
-from workbench.style import use_style
+from workbench.figures.attention import plot_mel
+from workbench.figures.style import use_style
 
 use_style()
 pd.set_option("display.max_colwidth", None)

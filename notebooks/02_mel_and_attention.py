@@ -39,15 +39,15 @@ import torch
 
 import workbench as wb
 from workbench.audio import mel_frames
-from workbench.capture import anatomy
+from workbench.analysis.capture import anatomy
 from workbench.demo import demo_clip
-from workbench.lens import logit_lens
-from workbench.models.official_layout import official_config, write_random_checkpoint
+from workbench.analysis.lens import logit_lens
+from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
 from workbench.models.whisper import STANDARD_PREFIX
-from workbench.plots import (plot_attention_mass, plot_attention_over_time, plot_audio_attention,
+from workbench.figures.attention import (plot_attention_mass, plot_attention_over_time, plot_audio_attention,
                              plot_encoder_attention, plot_mel)
-from workbench.style import use_style
-from workbench.trace import TraceTooLargeError
+from workbench.figures.style import use_style
+from workbench.errors import TraceTooLargeError
 from workbench.widgets import AttentionBrowser, TagEditor
 
 use_style()

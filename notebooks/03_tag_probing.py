@@ -42,14 +42,14 @@ import numpy as np
 import pandas as pd
 
 import workbench as wb
-from workbench.ablation import ablate
-from workbench.alignment import align, find_alignment_heads
-from workbench.attribution import attribute_audio, attribute_tags
+from workbench.analysis.ablation import ablate
+from workbench.analysis.alignment import align, find_alignment_heads
+from workbench.analysis.attribution import attribute_audio, attribute_tags
 from workbench.demo import demo_clip
-from workbench.knockout import knockout_sweep
+from workbench.analysis.knockout import knockout_sweep
 from workbench.models.whisper import STANDARD_PREFIX
-from workbench.patching import patch_sweep
-from workbench.style import use_style
+from workbench.analysis.patching import patch_sweep
+from workbench.figures.style import use_style
 from workbench.synth.speech import Voice, speak_words
 from workbench.tags import drop_variants, preset, swap_variants
 

@@ -43,9 +43,9 @@ from IPython.display import Audio, display
 
 import workbench
 from workbench.audio import SAMPLE_RATE, log_mel, mel_frames
-from workbench.models.nano import NANO_DIR, nano_evaluation
-from workbench.plots import plot_mel
-from workbench.style import use_style
+from workbench.models.qwen_audio.nano import NANO_DIR, nano_evaluation
+from workbench.figures.attention import plot_mel
+from workbench.figures.style import use_style
 from workbench.synth import CorpusOptions, generate_corpus, read_manifest, task_prompt
 
 sys.path.insert(0, str(Path("..", "recipes").resolve()))   # the recipe's own functions

@@ -34,7 +34,7 @@ import numpy as np
 import sacrebleu
 import torch
 
-from workbench.models.nano import load_nano
+from workbench.models.qwen_audio.nano import load_nano
 from workbench.synth import read_manifest, task_prompt
 
 LABEL_TASKS = ("asc", "ser", "vsc", "aqa")

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from workbench.audio import encoder_frames, log_mel
-from workbench.models.qwen_audio_encoder import AudioEncoder
+from workbench.models.qwen_audio.encoder import AudioEncoder
 from workbench.tokenizer import QwenAudioTokenizer
 
 

@@ -52,12 +52,12 @@ from nano_data import (  # noqa: E402
     whisper_encoder_state,
 )
 
-from workbench import registry  # noqa: E402
-from workbench.models.nano import MAX_RANKS, NANO_SIZES, WHISPER_SOURCE, nano_config  # noqa: E402
-from workbench.models.official_layout import generation_config, to_official_state_dict  # noqa: E402
+from workbench.models import registry  # noqa: E402
+from workbench.models.qwen_audio.nano import MAX_RANKS, NANO_SIZES, WHISPER_SOURCE, nano_config  # noqa: E402
+from workbench.models.qwen_audio.official_layout import generation_config, to_official_state_dict  # noqa: E402
 from workbench.models.qwen_audio import QwenAudio  # noqa: E402
-from workbench.models.qwen_audio_config import QwenAudioConfig  # noqa: E402
-from workbench.models.qwen_audio_encoder import AudioEncoder  # noqa: E402
+from workbench.models.qwen_audio.config import QwenAudioConfig  # noqa: E402
+from workbench.models.qwen_audio.encoder import AudioEncoder  # noqa: E402
 from workbench.synth import read_manifest  # noqa: E402
 from workbench.tokenizer import TIKTOKEN_FILE, QwenAudioTokenizer  # noqa: E402
 

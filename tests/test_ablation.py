@@ -11,10 +11,11 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from workbench import scoring
-from workbench.ablation import AblationResult, ablate, describe_change
+from workbench.analysis import scoring
+from workbench.analysis.ablation import AblationResult, ablate, describe_change
 from workbench.models.base import ModelInputs
-from workbench.tags import TagPrompt, TagPromptError, drop_variants, permute_variants, preset, swap_variants
+from workbench.tags import TagPrompt, drop_variants, permute_variants, preset, swap_variants
+from workbench.errors import TagPromptError
 
 CLIP = "1272-128104-0000.flac"
 TARGETS = {"transcript": " mister quilting", "end": "<|endoftext|>"}

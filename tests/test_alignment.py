@@ -15,10 +15,9 @@ from matplotlib.figure import Figure
 
 import workbench
 from tiny_models import WHISPER_PREFIX
-from workbench import registry
-from workbench.alignment import (
-    AlignmentError, HeadRanking, align, dtw_path, find_alignment_heads, normalized_matrix, split_words,
-)
+from workbench.models import registry
+from workbench.analysis.alignment import HeadRanking, align, dtw_path, find_alignment_heads, normalized_matrix, split_words
+from workbench.errors import AlignmentError
 from workbench.audio import audio_tokens, encoder_frames
 from workbench.tags import preset
 

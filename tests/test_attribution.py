@@ -13,10 +13,11 @@ import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 from matplotlib.figure import Figure
 
-from workbench.attribution import AudioAttribution, attribute_audio, attribute_tags
+from workbench.analysis.attribution import AudioAttribution, attribute_audio, attribute_tags
 from workbench.audio import SECONDS_PER_TOKEN
 from workbench.models.base import ModelInputs
-from workbench.tags import TagPromptError, preset
+from workbench.tags import preset
+from workbench.errors import TagPromptError
 
 CLIP = "1272-128104-0000.flac"
 TARGET = " mister quilting"

@@ -14,7 +14,8 @@ import soundfile
 import torch
 
 from workbench import audio as wa
-from workbench.audio import AudioChunk, AudioError, load_audio, log_mel
+from workbench.audio import AudioChunk, load_audio, log_mel
+from workbench.errors import AudioError
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 

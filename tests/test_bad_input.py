@@ -21,14 +21,17 @@ import soundfile
 import torch
 
 import workbench as wb
-from workbench.audio import MIN_SAMPLES, AudioError, LongAudioError, TruncatedAudioError, audio_tokens, load_audio
-from workbench.capture import TraceRequestError
-from workbench.checkpoint import CheckpointError
+from workbench.audio import MIN_SAMPLES, audio_tokens, load_audio
+from workbench.errors import AudioError, LongAudioError, TruncatedAudioError
+from workbench.errors import TraceRequestError
+from workbench.errors import CheckpointError
 from workbench.models.base import ModelInputs
 from workbench.models.qwen2_audio import MIN_SAMPLES as QWEN2_MIN_SAMPLES
-from workbench.models.qwen_audio import ContextTooLongError, QwenAudio
-from workbench.models.whisper import STANDARD_PREFIX, MissingWhisperTagsWarning
-from workbench.tags import UnknownTagWarning
+from workbench.models.qwen_audio import QwenAudio
+from workbench.errors import ContextTooLongError
+from workbench.models.whisper import STANDARD_PREFIX
+from workbench.errors import MissingWhisperTagsWarning
+from workbench.errors import UnknownTagWarning
 
 CUT_BYTES = 93_702   # bytes kept of a longer 16-bit WAV: the example
 QWEN2_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>What does the person say?"

@@ -31,10 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from test_ct2 import export_whisper, tiny_ct2_dir, write_model_bin
-from workbench import checkpoint, registry
-from workbench.checkpoint import (
-    CheckpointError, CheckpointFileNotFoundError, NonFiniteWeightsError, WeightDtypeError, load_into, tensor_index,
-)
+from workbench.models import checkpoint, registry
+from workbench.models.checkpoint import load_into, tensor_index
+from workbench.errors import CheckpointError, CheckpointFileNotFoundError, NonFiniteWeightsError, WeightDtypeError
 from workbench.models.qwen_audio import load_qwen_audio
 from workbench.models.whisper import load_whisper
 
@@ -527,7 +526,7 @@ def test_sigkill_mid_conversion_leaves_no_cache_and_its_staging_is_removed_next_
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {str(tmp_path / "site")!r})
-from workbench import registry
+from workbench.models import registry
 import workbench.models.ctranslate2 as ct2
 
 def hang(directory, out_dir, **_):

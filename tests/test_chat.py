@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.chat import Chat, ChatInputError, response_text
+from workbench.chat import Chat, response_text
+from workbench.errors import ChatInputError
 from workbench.models.base import Generation
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
 from workbench.tags import ENDOFTEXT_ID, IM_END_ID, IM_START_ID

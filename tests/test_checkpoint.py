@@ -10,9 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from workbench.checkpoint import (
-    INDEX_FILE, CheckpointError, CheckpointFileNotFoundError, load_into, read_config, tensor_index,
-)
+from workbench.models.checkpoint import INDEX_FILE, load_into, read_config, tensor_index
+from workbench.errors import CheckpointError, CheckpointFileNotFoundError
 
 
 class Tiny(nn.Module):
@@ -84,7 +83,7 @@ def test_rows_split_one_fused_tensor_into_several_targets(tmp_path):
 
 
 def test_large_tensors_are_copied_in_blocks_of_rows(tmp_path, monkeypatch):
-    from workbench import checkpoint
+    from workbench.models import checkpoint
 
     fused = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
     save_file({"fused": fused}, tmp_path / "model.safetensors")

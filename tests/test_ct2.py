@@ -19,11 +19,10 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from workbench import registry
-from workbench.loading import UnknownModelError
-from workbench.models.ctranslate2 import (
-    Ct2FormatError, build_tokenizer, load_ct2_whisper, read_ct2_model, restore_merges, whisper_state_dict,
-)
+from workbench.models import registry
+from workbench.errors import UnknownModelError
+from workbench.models.ctranslate2 import build_tokenizer, load_ct2_whisper, read_ct2_model, restore_merges, whisper_state_dict
+from workbench.errors import Ct2FormatError
 from workbench.models.whisper import load_whisper
 
 CODES = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,

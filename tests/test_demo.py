@@ -14,7 +14,8 @@ import pytest
 import soundfile
 
 from workbench.audio import SAMPLE_RATE, load_audio
-from workbench.demo import DemoClip, UnknownDemoClipError, demo_clip, demo_clips, demo_dir, demo_path
+from workbench.demo import DemoClip, demo_clip, demo_clips, demo_dir, demo_path
+from workbench.errors import UnknownDemoClipError
 from workbench.tags import LANGUAGES
 
 REPO = Path(__file__).resolve().parents[1]

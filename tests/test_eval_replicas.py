@@ -13,7 +13,7 @@ from workbench.evaluation.items import Item
 from workbench.evaluation.replicas import BENCHMARK_OF, REPLICAS
 from workbench.evaluation.runner import evaluate
 from workbench.evaluation.suite import evaluate_replicas
-from workbench.models.nano import NANO_DIR
+from workbench.models.qwen_audio.nano import NANO_DIR
 
 CLIPS = NANO_DIR / "eval_clips"
 

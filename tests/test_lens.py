@@ -10,9 +10,10 @@ from matplotlib.figure import Figure
 import workbench
 from tiny_models import WHISPER_PREFIX, write_whisper
 from workbench.demo import demo_path
-from workbench.lens import LensResult, logit_lens
+from workbench.analysis.lens import LensResult, logit_lens
 from workbench.tags import preset, token_id
-from workbench.trace import TraceRequestError, trace
+from workbench.analysis.trace import trace
+from workbench.errors import TraceRequestError
 
 ASR = preset("librispeech")   # a TagPrompt: the model puts <audio>…</audio> in front
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import workbench
-from workbench.checkpoint import CheckpointError, CheckpointFileNotFoundError
-from workbench.models.nano import MAX_RANKS, NANO_DIR, load_nano, nano_config, nano_evaluation
+from workbench.errors import CheckpointError, CheckpointFileNotFoundError
+from workbench.models.qwen_audio.nano import MAX_RANKS, NANO_DIR, load_nano, nano_config, nano_evaluation
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
 from workbench.tags import SPECIAL_TOKENS
 from workbench.tokenizer import QwenAudioTokenizer

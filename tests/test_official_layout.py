@@ -11,13 +11,14 @@ import torch
 from safetensors import safe_open
 
 from workbench.audio import audio_span_tokens, load_audio
-from workbench.checkpoint import INDEX_FILE, SINGLE_FILE, UnsupportedDtypeError, tensor_index
-from workbench.models.official_layout import (
+from workbench.models.checkpoint import INDEX_FILE, SINGLE_FILE, tensor_index
+from workbench.errors import UnsupportedDtypeError
+from workbench.models.qwen_audio.official_layout import (
     REAL_CONFIG, generation_config, official_config, official_part, official_shapes, save_qwen_audio, sinusoids,
     to_official_state_dict, write_random_checkpoint, write_synthetic_tiktoken,
 )
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
-from workbench.models.qwen_audio_config import parameter_counts
+from workbench.models.qwen_audio.config import parameter_counts
 from workbench.tags import N_BPE_RANKS, SPECIAL_TOKENS
 from workbench.tokenizer import QwenAudioTokenizer
 

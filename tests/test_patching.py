@@ -14,9 +14,10 @@ from matplotlib.figure import Figure
 
 import workbench
 from tiny_models import WHISPER_PREFIX
-from workbench.knockout import knockout_logits, knockout_sweep
-from workbench.patching import PatchingError, PatchingResult, aligned_positions, patch, patch_sweep
-from workbench.positions import label_positions
+from workbench.analysis.knockout import knockout_logits, knockout_sweep
+from workbench.analysis.patching import PatchingResult, aligned_positions, patch, patch_sweep
+from workbench.errors import PatchingError
+from workbench.analysis.positions import label_positions
 from workbench.tags import preset
 
 ASR = preset("librispeech").render()   # <|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>

@@ -6,7 +6,8 @@ import torch
 
 import workbench
 from workbench.models.qwen_audio import load_qwen_audio
-from workbench.placement import DeviceMapError, auto_device_map, dispatch, plan_units, resolve_device_map, unit_of
+from workbench.models.placement import auto_device_map, dispatch, plan_units, resolve_device_map, unit_of
+from workbench.errors import DeviceMapError
 
 PROMPT = "<audio>{clip}</audio><|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"
 

@@ -12,10 +12,11 @@ import workbench
 from tiny_models import WHISPER_ALIGNMENT_HEADS, WHISPER_PREFIX, write_whisper
 from workbench.audio import encoder_frames
 from workbench.demo import demo_path
-from workbench.plots import (TIME_MAP_MAX_ROWS, plot_attention_mass, plot_attention_over_time,
+from workbench.figures.attention import (TIME_MAP_MAX_ROWS, plot_attention_mass, plot_attention_over_time,
                              plot_attention_pattern, plot_audio_attention, plot_encoder_attention)
 from workbench.tags import preset
-from workbench.trace import TraceRequestError, trace
+from workbench.analysis.trace import trace
+from workbench.errors import TraceRequestError
 
 N_SAMPLES = 93_680      # 1272-128104-0000.flac: 5.855 s, 293 encoder frames, 146 audio tokens
 

@@ -14,8 +14,8 @@ import soundfile as sf
 from workbench.synth import (SPLITS, TASKS, CorpusOptions, generate_corpus, read_manifest, split_of, split_sizes,
                              task_prompt)
 from workbench.synth import grammar, mixtures, notes, scenes, speech, splits, vocal
-from workbench.synth.corpus import CorpusError
-from workbench.synth.speech import MissingToolError
+from workbench.errors import CorpusError
+from workbench.errors import MissingToolError
 from workbench.tags import TagPrompt
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("fluidsynth") is None

@@ -11,10 +11,11 @@ import torch
 
 import workbench
 from tiny_models import WHISPER_PREFIX, write_qwen2_audio, write_whisper
-from workbench import capture
+from workbench.analysis import capture
 from workbench.audio import audio_tokens
 from workbench.demo import demo_path
-from workbench.trace import DEFAULT_MAX_BYTES, TraceRequestError, TraceTooLargeError, capture_names, trace
+from workbench.analysis.trace import DEFAULT_MAX_BYTES, capture_names, trace
+from workbench.errors import TraceRequestError, TraceTooLargeError
 
 ASR = "<|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"
 
@@ -269,7 +270,7 @@ def test_qwen2_audio_two_audios(tmp_path):
 
 
 def test_nano_is_traced_as_a_qwen_audio():
-    nano = pytest.importorskip("workbench.models.nano")
+    nano = pytest.importorskip("workbench.models.qwen_audio.nano")
     if not (nano.NANO_DIR / "model.safetensors").is_file():
         pytest.skip("the packaged nano checkpoint is not there")
     model = nano.load_nano()

@@ -15,11 +15,13 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, \
     WhisperTokenizer
 
-from workbench.checkpoint import UnsupportedDtypeError
-from workbench import registry
-from workbench.loading import UnknownModelError
-from workbench.models.whisper import STANDARD_PREFIX, NotAWhisperDirectoryError, WhisperPromptError, load_whisper
-from workbench.tags import TagPrompt, UnknownTagWarning
+from workbench.errors import UnsupportedDtypeError
+from workbench.models import registry
+from workbench.errors import UnknownModelError
+from workbench.models.whisper import STANDARD_PREFIX, load_whisper
+from workbench.errors import NotAWhisperDirectoryError, WhisperPromptError
+from workbench.tags import TagPrompt
+from workbench.errors import UnknownTagWarning
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>",
             "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]

@@ -8,7 +8,7 @@ import pytest
 
 import workbench
 from workbench.tags import TagPrompt, preset
-from workbench.trace import trace
+from workbench.analysis.trace import trace
 from workbench.widgets import MEAN, NONE, AttentionBrowser, TagEditor
 
 

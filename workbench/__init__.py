@@ -8,9 +8,9 @@
     t = wb.trace(model, prompt, audio, capture="decoder.layers.*.cross_attn.pattern")
 """
 from workbench.audio import load_audio, log_mel
-from workbench.loading import load
+from workbench.models.loading import load
 from workbench.tags import TagPrompt, preset
-from workbench.trace import trace
+from workbench.analysis.trace import trace
 
 __all__ = ["load", "load_audio", "log_mel", "TagPrompt", "preset", "trace"]
 __version__ = "0.1.0"

@@ -47,8 +47,8 @@ import soundfile
 import soxr
 import torch
 
-from workbench.audio_checks import (AudioError, LongAudioError, TruncatedAudioError, check_min_length,
-                                    check_peak, check_truncation, is_url, promised_frames, url_message)
+from workbench.audio_checks import check_min_length, check_peak, check_truncation, is_url, promised_frames, url_message
+from workbench.errors import AudioError, LongAudioError, TruncatedAudioError
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -58,6 +58,7 @@ N_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE  # 480,000 samples: the model's window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in the window
 SAMPLES_PER_TOKEN = 4 * HOP_LENGTH  # conv2 (stride 2) and the average pool (2) after the STFT hop
 SECONDS_PER_TOKEN = SAMPLES_PER_TOKEN / SAMPLE_RATE  # 0.04
+ENCODER_FRAME_SECONDS = 2 * HOP_LENGTH / SAMPLE_RATE  # 0.02: conv2 has stride 2 over the 10 ms mel frames
 
 DECODERS = ("auto", "ffmpeg", "soundfile")
 LONG_AUDIO_POLICIES = ("error", "truncate", "chunk")

@@ -28,35 +28,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from workbench.errors import AudioError, LongAudioError, TruncatedAudioError, _AdvisedAudioError
 
 _MAX_CHUNKS = 64   # a WAV has a handful of chunks before `data`; stop walking garbage early
 PEAK_LIMIT = 2.0   # above this a signal is not float audio in [-1, 1] at all (e.g. int16 values as float)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 SAMPLE_RATE = 16000   # the model rate, as workbench.audio.SAMPLE_RATE (which imports this module)
-
-
-class AudioError(ValueError):
-    """The audio could not be decoded, or its content cannot go into the model as it is."""
-
-
-class _AdvisedAudioError(AudioError):
-    """An AudioError whose advice depends on where the call came from: `load_audio` names its own
-    argument, a model names its loading option (`with_fix`), so no caller sees advice it cannot use."""
-
-    def __init__(self, problem: str, fix: str):
-        super().__init__(f"{problem}. {fix}")
-        self.problem, self.fix = problem, fix
-
-    def with_fix(self, fix: str) -> _AdvisedAudioError:
-        return type(self)(self.problem, fix)
-
-
-class LongAudioError(_AdvisedAudioError):
-    """Audio longer than the 30 s window, and no policy was chosen for it."""
-
-
-class TruncatedAudioError(_AdvisedAudioError):
-    """A WAV or FLAC file holds fewer frames than its header promises."""
 
 
 @dataclass(frozen=True)

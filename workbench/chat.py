@@ -37,15 +37,12 @@ from workbench.audio import audio_span_tokens
 from workbench.models.base import Generation, ModelInputs
 from workbench.models.qwen_audio import QwenAudio
 from workbench.tokenizer import DEFAULT_SYSTEM, MAX_WINDOW, QwenAudioTokenizer, audio_refs, from_list_format
+from workbench.errors import ChatInputError
 
 __all__ = ["Chat", "ChatInputError", "ChatTurn", "response_text"]
 
 NUMBERINGS = ("per_message", "conversation")
 ITEM_KEYS = ("audio", "text")
-
-
-class ChatInputError(ValueError):
-    """A query the chat cannot send: empty, or list items not in the official format."""
 
 
 @dataclass(frozen=True)

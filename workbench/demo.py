@@ -16,15 +16,9 @@ from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
+from workbench.errors import UnknownDemoClipError
 
 LABELS = "labels.jsonl"
-
-
-class UnknownDemoClipError(KeyError, ValueError):
-    """A name that is not one of the shipped clips (a KeyError for lookups, a ValueError for input)."""
-
-    def __str__(self) -> str:   # KeyError's str() would quote the whole message
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

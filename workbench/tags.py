@@ -17,6 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
+from workbench.errors import TagPromptError, UnknownTagWarning
 
 # ---------------------------------------------------------------------------------------------
 # The vocabulary, in official id order (tokenization_qwen.py: SPECIAL_TOKENS + AUDIO_ST).
@@ -121,10 +122,6 @@ def _did_you_mean(text: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-class UnknownTagWarning(UserWarning):
-    """A `<|…|>` string that is not in the vocabulary: the tokenizer splits it into plain text."""
-
-
 _TAG_LIKE = re.compile(r"<\|[^<>|]*\|>")
 
 
@@ -149,10 +146,6 @@ SLOT_VALUES: dict[str, tuple[str, ...]] = {
     "start": STARTS, "audio_lang": LANGUAGE_VALUES, "task": TASKS + ("question",),
     "text_lang": LANGUAGE_VALUES, "timestamps": TIMESTAMP_VALUES, "instructions": INSTRUCTION_VALUES,
 }
-
-
-class TagPromptError(ValueError):
-    """A slot holds a value the vocabulary does not have, or the tag string cannot be parsed."""
 
 
 @dataclass(frozen=True)

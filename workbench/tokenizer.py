@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Sequence
 import tiktoken
 
 from workbench.tags import IM_END_ID, IM_START_ID, N_BPE_RANKS, SPECIAL_TOKENS, check_tags
+from workbench.errors import AudioTagError
 
 TIKTOKEN_FILE = "qwen.tiktoken"
 SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -38,10 +39,6 @@ MAX_AUDIO_SPAN = 752  # a 30 s clip: 750 audio tokens + bos/eos; the official co
 # make_context encodes message contents with only the audio vocabulary allowed as special tokens,
 # so a user typing "<|im_end|>" cannot close the turn; the control tokens are inserted by id.
 _CONTENT_SPECIALS = frozenset(t.text for t in SPECIAL_TOKENS if t.kind not in ("special", "chat", "extra"))
-
-
-class AudioTagError(ValueError):
-    """`<audio>`/`</audio>` do not pair up, or the audios given do not match the audio tags."""
 
 
 def audio_refs(text: str) -> list[str]:

@@ -15,11 +15,12 @@ from typing import Any
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from workbench import plots
-from workbench.capture import anatomy
-from workbench.style import publication_style
-from workbench.tags import SLOT_VALUES, TagPrompt, TagPromptError
-from workbench.trace import Trace, trace
+from workbench.figures.attention import plot_attention_pattern, plot_audio_attention
+from workbench.analysis.capture import anatomy
+from workbench.figures.style import publication_style
+from workbench.tags import SLOT_VALUES, TagPrompt
+from workbench.errors import TagPromptError
+from workbench.analysis.trace import Trace, trace
 
 MEAN = "mean"       # the head control's value for the mean over heads
 NONE = "(none)"     # a tag slot left out of the prompt
@@ -80,9 +81,9 @@ class AttentionBrowser:
         what, layer = self.kind.value, self.layer.value
         # A pattern that does not reach the audio (Whisper's decoder self-attention) has no audio strip.
         if what != self.trace.audio_attention or self.view.value == "pattern":
-            fig = plots.plot_attention_pattern(self.trace, layer, head, what=what)
+            fig = plot_attention_pattern(self.trace, layer, head, what=what)
         else:
-            fig = plots.plot_audio_attention(self.trace, [self.query.value], layers=[layer],
+            fig = plot_audio_attention(self.trace, [self.query.value], layers=[layer],
                                              heads=None if head is None else [head], audio=self.audio)
         self.figure = fig
         self.image.value = _png(fig)
@@ -140,7 +141,7 @@ class TagEditor:
         generation = self.trace.generation
         self.output_text.value = generation.text if generation is not None else ""
         query = "output" if generation is not None and generation.ids else "last"
-        fig = plots.plot_audio_attention(self.trace, query, title=f"output: {self.output_text.value.strip()[:80]!r}")
+        fig = plot_audio_attention(self.trace, query, title=f"output: {self.output_text.value.strip()[:80]!r}")
         self.figure = fig
         self.image.value = _png(fig)
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.audio import encoder_frames, log_mel
-from workbench.models.qwen_audio_encoder import AudioEncoder, EncoderBlock
+from workbench.models.qwen_audio.encoder import AudioEncoder, EncoderBlock
 
 
 class LayerMixEncoder(nn.Module):

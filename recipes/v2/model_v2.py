@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: nano_d
 from nano_data import whisper_encoder_state  # noqa: E402
 
 from encoder_v2 import LayerMixEncoder  # noqa: E402
-from workbench import registry  # noqa: E402
-from workbench.models.nano import N_SPECIAL, WHISPER_SOURCE  # noqa: E402
-from workbench.models.official_layout import generation_config, official_config, to_official_state_dict  # noqa: E402
+from workbench.models import registry  # noqa: E402
+from workbench.models.qwen_audio.nano import N_SPECIAL, WHISPER_SOURCE  # noqa: E402
+from workbench.models.qwen_audio.official_layout import generation_config, official_config, to_official_state_dict  # noqa: E402
 from workbench.models.qwen_audio import QwenAudio  # noqa: E402
-from workbench.models.qwen_audio_config import QwenAudioConfig, weight_targets  # noqa: E402
-from workbench.models.qwen_audio_encoder import AudioEncoder  # noqa: E402
+from workbench.models.qwen_audio.config import QwenAudioConfig, weight_targets  # noqa: E402
+from workbench.models.qwen_audio.encoder import AudioEncoder  # noqa: E402
 from workbench.tokenizer import TIKTOKEN_FILE, QwenAudioTokenizer  # noqa: E402
 
 # hidden 256 × 4 layers with 4,096 BPE ranks: 16.8 M parameters, 34.8 MB in float16 (the gate is 40 MB);

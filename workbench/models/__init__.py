@@ -1,0 +1,1 @@
+"""The model families behind one surface (`base.AudioLM`), and what loads them."""

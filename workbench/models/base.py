@@ -27,8 +27,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from workbench.audio import (CHUNK_SECONDS, AudioError, LongAudioError, TruncatedAudioError, is_url, load_audio,
-                            url_message)
+from workbench.audio import CHUNK_SECONDS, is_url, load_audio, url_message
+from workbench.errors import AudioError, LongAudioError, TruncatedAudioError
 
 
 @contextlib.contextmanager
@@ -302,7 +302,7 @@ class AudioLM:
 
     def trace(self, prompt: Any, audio: Any = None, **options: Any) -> Any:
         """`workbench.trace.trace(self, …)`: one forward with labelled positions and captured tensors."""
-        from workbench.trace import trace   # trace imports models: import here, not at the top
+        from workbench.analysis.trace import trace   # trace imports models: import here, not at the top
         return trace(self, prompt, audio, **options)
 
     def describe(self) -> dict[str, Any]:

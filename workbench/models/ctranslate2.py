@@ -13,7 +13,7 @@ the weights into transformers' `WhisperForConditionalGeneration`, where hooks an
 Names and shapes below were read off real faster-whisper files (tiny.en and base, version 6,
 revision 3), and agree with CTranslate2's `specs/whisper_spec.py`.
 
-Values are checked as they are read, like safetensors checkpoints (`workbench.checkpoint`): a
+Values are checked as they are read, like safetensors checkpoints (`workbench.models.checkpoint`): a
 float variable with NaN / inf, an integer where floats belong (a norm, a bias, an embedding), or an
 int8 weight without its scale is refused with the variable's name, instead of converting to a
 model that generates garbage.
@@ -30,8 +30,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+from workbench.errors import Ct2FormatError
 
-from workbench.checkpoint import NonFiniteWeightsError, WeightDtypeError, is_finite
+from workbench.models.checkpoint import is_finite
+from workbench.errors import NonFiniteWeightsError, WeightDtypeError
 
 # dtype code in model.bin → numpy dtype of the raw bytes. bfloat16 has no numpy dtype: its bytes
 # are read as uint16 and reinterpreted by torch.
@@ -46,10 +48,6 @@ SUPPORTED_BINARY_VERSIONS = (6,)   # the layout above, verified on real files; o
 
 # CTranslate2 `Activation` enum value for exact (erf) GELU, the one Whisper uses.
 GELU = 3
-
-
-class Ct2FormatError(ValueError):
-    """`model.bin` is not a CTranslate2 Whisper model this reader understands."""
 
 
 @dataclass

@@ -30,10 +30,11 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from workbench.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, check_min_length
-from workbench.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
-from workbench.loading import read_config_json
+from workbench.models.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
+from workbench.models.loading import read_config_json
 from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
-from workbench.tags import UnknownTagWarning
+from workbench.errors import UnknownTagWarning
+from workbench.errors import NotAQwen2AudioDirectoryError, Qwen2AudioPromptError
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 AUDIO_REF = re.compile(r"<audio>(.*?)</audio>", re.DOTALL)
@@ -42,14 +43,6 @@ STOP_TOKENS = ("<|endoftext|>", "<|im_end|>")
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2AudioModel.forward).parameters else "past_key_values"
-
-
-class NotAQwen2AudioDirectoryError(ValueError):
-    """The directory is not a transformers Qwen2-Audio checkpoint."""
-
-
-class Qwen2AudioPromptError(ValueError):
-    """The prompt's audio references and the audio passed do not match."""
 
 
 def audio_token_count(n_samples: int) -> int:
@@ -95,10 +88,6 @@ def load_qwen2_audio(path: str | Path, *, dtype: torch.dtype | str | None = None
                                                                attn_implementation=attn)
     processor = Qwen2AudioProcessor.from_pretrained(directory)
     return Qwen2AudioLM(model.to(device).eval(), processor, source=str(directory))
-
-
-
-
 
 
 class Qwen2AudioLM(AudioLM):

@@ -10,7 +10,7 @@ so each `AudioSpan` has `n_positions == 0`.
 
 `load_whisper` reads a transformers Whisper directory, a faster-whisper (CTranslate2) directory
 (converted in memory, `workbench.models.ctranslate2`), or a packaged name (`whisper-base`,
-`whisper-tiny.en`; converted once and cached, `workbench.registry`).
+`whisper-tiny.en`; converted once and cached, `workbench.models.registry`).
 
 Decoding is plain greedy argmax, as the official Qwen-Audio evaluation decodes: none of Whisper's
 own heuristics (token suppression, timestamp rules, temperature fallback), so what comes out is
@@ -34,10 +34,12 @@ from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-from workbench.loading import UnknownModelError, read_config_json
-from workbench.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
+from workbench.models.loading import read_config_json
+from workbench.errors import UnknownModelError
+from workbench.models.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
 from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
-from workbench.tags import UnknownTagWarning
+from workbench.errors import UnknownTagWarning
+from workbench.errors import MissingWhisperTagsWarning, NotAWhisperDirectoryError, WhisperPromptError
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STANDARD_PREFIX = "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"
@@ -46,18 +48,6 @@ TAG_LIKE = re.compile(r"<\|[^<>|]*\|>")
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperDecoder.forward).parameters else "past_key_values"
-
-
-class NotAWhisperDirectoryError(ValueError):
-    """The directory holds neither a transformers Whisper nor a faster-whisper (CTranslate2) model."""
-
-
-class WhisperPromptError(ValueError):
-    """The prompt does not give Whisper exactly one audio and a non-empty decoder prefix."""
-
-
-class MissingWhisperTagsWarning(UserWarning):
-    """A multilingual Whisper's prefix starts a transcript without a language or a task tag."""
 
 
 @dataclass
@@ -72,8 +62,6 @@ class WhisperForwardOutput(ForwardOutput):
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # conv + positions, then every block (last: normed)
 
 
-
-
 def load_whisper(path_or_name: str | Path, *, dtype: torch.dtype | str | None = None,
                  device: str | torch.device | None = None, attn: str = "sdpa") -> WhisperLM:
     """Load Whisper from a packaged name, a transformers directory or a faster-whisper directory.
@@ -81,7 +69,7 @@ def load_whisper(path_or_name: str | Path, *, dtype: torch.dtype | str | None = 
     dtype defaults to float32 and device to CPU. attn is "sdpa" (fast) or "eager"; attention
     weights are returned either way (the model switches to eager while it captures them).
     """
-    from workbench import registry
+    from workbench.models import registry
 
     if attn not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attn={attn!r}: use one of {ATTENTION_IMPLEMENTATIONS}")
@@ -116,8 +104,6 @@ def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[Whi
     raise NotAWhisperDirectoryError(
         f"{directory} is not a Whisper checkpoint: expected config.json with model_type 'whisper' (a "
         f"transformers directory) or model.bin + tokenizer.json (a faster-whisper directory); found {found}")
-
-
 
 
 class WhisperLM(AudioLM):

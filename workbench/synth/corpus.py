@@ -28,12 +28,9 @@ import soundfile as sf
 from .prompts import STOP, TASKS, chat_prompt, user_message
 from .splits import SPLITS
 from .tasks import SAMPLE_RATE, Item, build_items
+from workbench.errors import CorpusError
 
 MAX_SECONDS = 30.0  # Qwen-Audio cuts audio at 30 s
-
-
-class CorpusError(ValueError):
-    """Options that cannot produce a corpus."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import soxr
+from workbench.errors import MissingToolError
 
 SAMPLE_RATE = 16_000
 ESPEAK_RATE = 22_050
@@ -22,10 +23,6 @@ _STEP_SAMPLES = round(TIME_STEP * SAMPLE_RATE)  # 160
 ESPEAK_VOICES = {"en": "en-us", "de": "de", "fr": "fr", "es": "es", "zh": "cmn-latn-pinyin"}
 # Voice variants (espeak-ng-data/voices/!v) that change timbre and base pitch: the "speakers".
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
-
-
-class MissingToolError(FileNotFoundError):
-    """A system program the synthetic corpus needs (espeak-ng, fluidsynth) is not installed."""
 
 
 @dataclass(frozen=True)

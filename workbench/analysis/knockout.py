@@ -8,8 +8,8 @@ One head at a time is zeroed ("zero") or replaced by its mean over the positions
 by log p of the intact model's greedy output (or `continuation`). The audio is encoded once and
 reused, except by encoder knockouts, which re-encode since they change it.
 
-Moved out of `workbench.patching`, whose `PatchingResult` (table, heatmap) a sweep returns.
-Families: native Qwen-Audio v1 (and nano) and Whisper (`workbench.interventions` names the modules).
+Moved out of `workbench.analysis.patching`, whose `PatchingResult` (table, heatmap) a sweep returns.
+Families: native Qwen-Audio v1 (and nano) and Whisper (`workbench.analysis.interventions` names the modules).
 """
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from workbench.interventions import (
-    Network, PatchingError, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text,
-    extend, head_columns, hooks, knockout, logprob, network, prompt_inputs, short_text,
-)
-from workbench.patching import PatchingResult
+from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, extend, head_columns, hooks, knockout, logprob, network, prompt_inputs, short_text
+from workbench.errors import PatchingError
+from workbench.analysis.patching import PatchingResult
 
 __all__ = ["knockout_logits", "knockout_sweep"]
 

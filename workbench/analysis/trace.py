@@ -34,19 +34,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.capture import (ENCODER_FRAME_SECONDS, Point, Selection, TraceRequestError, anatomy, check_heads,
-                               recording, resolve_capture)
+from workbench.audio import ENCODER_FRAME_SECONDS
+from workbench.analysis.capture import Point, Selection, anatomy, check_heads, recording, resolve_capture
+from workbench.errors import TraceRequestError
+from workbench.figures.attention import (plot_attention_mass, plot_attention_over_time, plot_attention_pattern,
+                                         plot_audio_attention, plot_encoder_attention)
 from workbench.models.base import Generation, ModelInputs
-from workbench.positions import GROUPS, label_positions, select_positions
+from workbench.analysis.positions import GROUPS, label_positions, select_positions
+from workbench.errors import TraceTooLargeError
 
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3     # 2 GiB of captured tensors
 PATTERN_KINDS = ("self", "cross", "encoder")
 
 __all__ = ["Trace", "trace", "capture_names", "TraceRequestError", "TraceTooLargeError", "DEFAULT_MAX_BYTES"]
-
-
-class TraceTooLargeError(TraceRequestError):
-    """The tensors asked for would take more than `max_bytes`."""
 
 
 @dataclass
@@ -91,13 +91,10 @@ class Trace:
         return self.positions.copy()
 
     def plot(self, what: str = "audio", *args: Any, **options: Any) -> Any:
-        """A figure of `workbench.plots`: "audio" (attention over the audio under the mel), "time"
+        """A figure of `workbench.figures.attention`: "audio" (attention over the audio under the mel), "time"
         (token × time map), "encoder", "mass" (per layer) or "pattern"; arguments go to that function."""
-        from workbench import plots
-
-        figures = {"audio": plots.plot_audio_attention, "time": plots.plot_attention_over_time,
-                   "encoder": plots.plot_encoder_attention, "mass": plots.plot_attention_mass,
-                   "pattern": plots.plot_attention_pattern}
+        figures = {"audio": plot_audio_attention, "time": plot_attention_over_time,
+                   "encoder": plot_encoder_attention, "mass": plot_attention_mass, "pattern": plot_attention_pattern}
         if what not in figures:
             raise ValueError(f"what={what!r}: choose one of {', '.join(figures)}")
         return figures[what](self, *args, **options)
@@ -213,7 +210,7 @@ def trace(model: Any, prompt: Any, audio: Any = None, *, capture: str | Sequence
     missing = [p.name for p in points if p.name not in store or (p.per_audio and len(store[p.name]) != len(frames))]
     if missing:
         raise RuntimeError(f"the hooks for {missing[:4]} did not fire as expected during the forward pass: the "
-                           f"{type(model).__name__} modules changed; workbench.capture needs updating")
+                           f"{type(model).__name__} modules changed; workbench.analysis.capture needs updating")
     return Trace(family=model.family, inputs=inputs, positions=positions, logits=out.logits[0].detach(),
                  rows=row_positions, cols=col_positions, heads=head_index,
                  activations={p.name: store[p.name] for p in points}, offered=tuple(parts.points),

@@ -26,9 +26,10 @@ import pandas as pd
 import torch
 
 from workbench.audio import SECONDS_PER_TOKEN
-from workbench.capture import TraceRequestError
+from workbench.errors import TraceRequestError
 from workbench.models.base import ModelInputs
-from workbench.tags import SPECIAL_TOKENS, TagPrompt, TagPromptError
+from workbench.tags import SPECIAL_TOKENS, TagPrompt
+from workbench.errors import TagPromptError
 
 GROUPS = ("audio", "tags", "text")
 PARTS = ("prompt", "output")

@@ -1,21 +1,25 @@
-"""Figures of the interventions: activation patching and knockouts (`workbench.patching`,
-`workbench.knockout`) and word alignment (`workbench.alignment`). Every function returns a
+"""Figures of the interventions: activation patching and knockouts (`workbench.analysis.patching`,
+`workbench.analysis.knockout`) and word alignment (`workbench.analysis.alignment`). Every function returns a
 matplotlib `Figure`, drawn in the publication style.
 
-These figures were the last section of `workbench.plots`; its shared pieces (`plot_mel`, the axes
+These figures were the last section of `workbench.figures.attention`; its shared pieces (`plot_mel`, the axes
 helpers, the group colours) stay there and are imported from it.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from workbench.audio import SAMPLE_RATE
-from workbench.plots import GROUP_COLORS, STRIP_COLOR, _figure_and_axes, _label_ticks, plot_mel
-from workbench.style import CMAP_ATTENTION, CMAP_DIVERGING, TALL, publication_style
+from workbench.figures.clip import plot_mel
+from workbench.figures.style import (CMAP_ATTENTION, CMAP_DIVERGING, GROUP_COLORS, STRIP_COLOR, TALL, figure_and_axes,
+                                     label_ticks, publication_style)
 
 PATCH_VALUES = ("delta", "recovery", "score")
 MAX_ANNOTATED_CELLS = 80    # heatmaps with more cells than this are not annotated (illegible)
@@ -26,8 +30,6 @@ def plot_patching(result: Any, *, value: str = "delta", ax: Axes | None = None, 
     """A `PatchingResult` as a heatmap, layer (rows, first layer on top) × column (position group
     or head). value: "delta" (score − the unpatched target's), "recovery" ((patched − target) /
     (source − target), patching only) or "score"; signed values on a diverging scale around 0."""
-    from matplotlib.colors import TwoSlopeNorm
-
     if value not in PATCH_VALUES:
         raise ValueError(f"value={value!r}: choose one of {PATCH_VALUES}")
     values = {"delta": result.delta, "recovery": result.recovery, "score": result.scores}[value]
@@ -39,7 +41,7 @@ def plot_patching(result: Any, *, value: str = "delta", ax: Axes | None = None, 
     prompts = [_without_audio(prompt) for prompt in result.prompts]
     # the title shows the prompts in full; ~0.068 inch a character at 8 pt, plus the colour bar's margin
     width = max(6.0, 1.6 + 0.6 * n_columns, 2.0 + 0.068 * max(len(p) + 7 for p in prompts))
-    fig, ax = _figure_and_axes(ax, (width, max(2.8, 1.5 + 0.32 * n_layers)))
+    fig, ax = figure_and_axes(ax, (width, max(2.8, 1.5 + 0.32 * n_layers)))
     if value == "score":
         image = ax.imshow(values, cmap=CMAP_ATTENTION, aspect="auto")
     else:
@@ -71,8 +73,6 @@ def plot_patching(result: Any, *, value: str = "delta", ax: Axes | None = None, 
 
 def _without_audio(prompt: str) -> str:
     """A prompt without its `<audio>PATH</audio>` references (the clip is not news in a title)."""
-    import re
-
     return re.sub(r"<audio>.*?</audio>", "", prompt)
 
 
@@ -101,7 +101,7 @@ def plot_word_alignment(alignment: Any, *, title: str | None = None) -> Figure:
     fig.colorbar(image, ax=bottom, pad=0.01, label="z-scored attention")
     path = alignment.path
     bottom.plot((path[:, 1] + 0.5) * alignment.step_s, path[:, 0], color=STRIP_COLOR, linewidth=1.0)
-    _label_ticks(bottom.set_yticks, np.array(alignment.rows), at_most=18)
+    label_ticks(bottom.set_yticks, np.array(alignment.rows), at_most=18)
     bottom.set(xlim=(0, alignment.n_samples / SAMPLE_RATE), xlabel="time (s)", ylabel="text token")
     return fig
 
@@ -110,10 +110,8 @@ def plot_word_alignment(alignment: Any, *, title: str | None = None) -> Figure:
 def plot_head_ranking(ranking: Any, *, top: int = 6, ax: Axes | None = None, title: str | None = None) -> Figure:
     """A `workbench.alignment.HeadRanking`: layer × head heatmap of each head's mean word-start error
     (seconds; brighter = smaller error), the `top` best heads outlined and numbered by rank."""
-    from matplotlib.patches import Rectangle
-
     errors = np.asarray(ranking.errors, dtype=float)
-    fig, ax = _figure_and_axes(ax, (max(4.0, 1.5 + 0.45 * errors.shape[1]), max(2.6, 1.2 + 0.35 * errors.shape[0])))
+    fig, ax = figure_and_axes(ax, (max(4.0, 1.5 + 0.45 * errors.shape[1]), max(2.6, 1.2 + 0.35 * errors.shape[0])))
     image = ax.imshow(errors, cmap=f"{CMAP_ATTENTION}_r", aspect="auto")
     fig.colorbar(image, ax=ax, pad=0.01, label="mean |word start error| (s)")
     for rank, (layer, head) in enumerate(ranking.top(min(top, errors.size)), start=1):

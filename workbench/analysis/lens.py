@@ -21,8 +21,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from workbench.capture import anatomy
-from workbench.trace import TraceRequestError, trace
+from workbench.figures.attention import plot_logit_lens
+from workbench.analysis.capture import anatomy
+from workbench.analysis.trace import trace
+from workbench.errors import TraceRequestError
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,6 @@ class LensResult:
         return pd.DataFrame([vars(t) for t in self.targets])
 
     def plot(self, **options: Any) -> Figure:
-        from workbench.plots import plot_logit_lens
         return plot_logit_lens(self, **options)
 
 

@@ -36,18 +36,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.audio import SECONDS_PER_TOKEN, encoder_frames, mel_frames
-from workbench.capture import ENCODER_FRAME_SECONDS
+from workbench.figures.interventions import plot_head_ranking
+from workbench.figures.interventions import plot_word_alignment
+from workbench.audio import ENCODER_FRAME_SECONDS, SECONDS_PER_TOKEN, encoder_frames, mel_frames
 from workbench.models.base import ModelInputs
-from workbench.interventions import extend, prompt_inputs
-from workbench.trace import trace
+from workbench.analysis.interventions import extend, prompt_inputs
+from workbench.analysis.trace import trace
+from workbench.errors import AlignmentError
 
 MEDFILT_WIDTH = 7        # timing.py's median filter width, in time steps
 WORD_SPLITS = ("spaces", "tokens")
-
-
-class AlignmentError(ValueError):
-    """An alignment request this model, prompt or text cannot satisfy."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +74,7 @@ class Alignment:
                              for w in self.words])
 
     def plot(self, **options: Any):
-        """Words over the mel, and the attention matrix with its DTW path (workbench.plots_interventions)."""
-        from workbench.plots_interventions import plot_word_alignment
-
+        """Words over the mel, and the attention matrix with its DTW path (workbench.figures.interventions)."""
         return plot_word_alignment(self, **options)
 
 
@@ -289,8 +285,6 @@ class HeadRanking:
 
     def plot(self, **options: Any):
         """Heatmap layer × head of the error (workbench.plots_interventions.plot_head_ranking)."""
-        from workbench.plots_interventions import plot_head_ranking
-
         return plot_head_ranking(self, **options)
 
 

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from workbench.checkpoint import CheckpointError, TensorInfo
-from workbench.models.qwen_audio_encoder import AudioEncoder, EncoderConfig
+from workbench.models.checkpoint import TensorInfo
+from workbench.errors import CheckpointError
+from workbench.models.qwen_audio.encoder import AudioEncoder, EncoderConfig
 from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, N_BPE_RANKS
 
 __all__ = ["QwenAudioConfig", "build_network", "check_values", "check_vocabulary", "is_ignored", "network_parts",

@@ -38,14 +38,11 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 
 from workbench.models.base import ModelInputs, is_audio_pair
+from workbench.errors import SharedAudioError
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
 BATCH_SIZE = 16  # rows packed into one LLM call (bounds the mask and the logits kept at once)
-
-
-class SharedAudioError(ValueError):
-    """Prompts scored together do not carry the same audio."""
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from workbench.checkpoint import CheckpointFileNotFoundError
+from workbench.models.qwen_audio.model import load_qwen_audio
+from workbench.models.qwen_audio.official_layout import official_config
+from workbench.errors import CheckpointFileNotFoundError
 
 __all__ = ["MAX_RANKS", "NANO_DIR", "NANO_SIZES", "WHISPER_SOURCE", "load_nano", "nano_config", "nano_evaluation"]
 
-NANO_DIR = Path(__file__).resolve().parent.parent / "assets" / "nano"
+NANO_DIR = Path(__file__).resolve().parents[2] / "assets" / "nano"   # workbench/assets/nano
 MAX_RANKS = 2048             # BPE ranks asked of the tokenizer trainer (it stops early when pairs run out)
 N_SPECIAL = 3522             # every Qwen-Audio tag, `<|endoftext|>` … `</audio>`
-WHISPER_SOURCE = "whisper-tiny.en"   # the encoder's initialisation (workbench.registry name)
+WHISPER_SOURCE = "whisper-tiny.en"   # the encoder's initialisation (workbench.models.registry name)
 NANO_SIZES = dict(hidden=192, layers=4, heads=6, intermediate=768,   # config value; the MLP uses half
                   audio_state=384, audio_layers=2, audio_heads=6)
 
@@ -39,8 +41,6 @@ NANO_SIZES = dict(hidden=192, layers=4, heads=6, intermediate=768,   # config va
 def nano_config(n_ranks: int) -> dict:
     """config.json of the nano model: the published keys (`official_config`) at the nano sizes, with
     the vocabulary and `audio_start_id` of a tokenizer with `n_ranks` BPE ranks."""
-    from workbench.models.official_layout import official_config
-
     vocab = n_ranks + N_SPECIAL
     config = official_config(**NANO_SIZES, vocab_size=vocab)
     config["audio"]["audio_start_id"] = vocab - 2   # `<audio>`, the second to last special token
@@ -55,8 +55,6 @@ def load_nano(path: str | Path | None = None, **options: Any):
 
     Options are those of `load_qwen_audio` (dtype, device, attn, audio_batching, …); float32 on CPU
     by default, computed from the float16 weights on disk."""
-    from workbench.models.qwen_audio import load_qwen_audio
-
     directory = NANO_DIR if path is None else Path(path)
     if not (directory / "model.safetensors").is_file():
         raise CheckpointFileNotFoundError(

@@ -37,9 +37,9 @@ import numpy as np
 
 import torch
 from torch import nn
+from workbench.errors import TraceRequestError, UnsupportedModelError
 
 CAPTURE_ATTENTION = "workbench_capture"
-ENCODER_FRAME_SECONDS = 0.02    # conv2 has stride 2 over 10 ms mel frames
 _LAYER = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
 
 # The axes a point's tensor has (batch dropped). "rows"/"cols" are positions of the token sequence
@@ -83,18 +83,10 @@ class Anatomy:
     alignment_heads: tuple[tuple[int, int], ...] = ()   # Whisper's (layer, head) pairs that align words
 
 
-class UnsupportedModelError(TypeError):
-    """The object is not a model family the trace knows how to hook."""
-
-
-class TraceRequestError(ValueError):
-    """A capture name, selector, head or option that the model or the prompt does not have."""
-
-
 def anatomy(model: Any) -> Anatomy:
     """The capture points of a workbench model (Qwen-Audio v1 / nano, Qwen2-Audio, Whisper)."""
     from workbench.models.qwen2_audio import Qwen2AudioLM
-    from workbench.models.qwen_audio import QwenAudio
+    from workbench.models.qwen_audio.model import QwenAudio
     from workbench.models.whisper import WhisperLM
 
     if isinstance(model, QwenAudio):    # also the nano model, which is a QwenAudio

@@ -13,7 +13,7 @@ absent when its slot is dropped (baseline="drop"), replaced by a neutral tag (ba
 `<|unknown|>` for the two language slots; slots without a neutral value are dropped), or replaced
 by values you choose ({slot: value}, other slots dropped). Methods: captum `FeatureAblation`
 ("ablation": f(all tags) − f(slot absent)) and `ShapleyValueSampling` ("shapley"). Every
-perturbed prompt is scored on the shared audio prefix (workbench.scoring), one batch per captum
+perturbed prompt is scored on the shared audio prefix (workbench.analysis.scoring), one batch per captum
 call, and a coalition seen before is not scored again.
 
 Audio time (`attribute_audio`): the audio enters the LLM after the embedding layer, so the
@@ -38,12 +38,12 @@ import torch
 from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampling
 from matplotlib.figure import Figure
 
-from workbench import scoring
+from workbench.analysis import scoring
 from workbench.audio import SECONDS_PER_TOKEN, mel_frames
 from workbench.models.base import ModelInputs
-from workbench.plots import plot_mel
-from workbench.style import CMAP_DIVERGING, publication_style
-from workbench.tags import TagPrompt, TagPromptError
+from workbench.figures.attribution import plot_audio_attribution, plot_tag_attribution
+from workbench.tags import TagPrompt
+from workbench.errors import TagPromptError
 
 TAG_METHODS = ("ablation", "shapley")
 AUDIO_METHODS = ("occlusion", "integrated_gradients")
@@ -72,23 +72,9 @@ class TagAttribution:
               "attribution": float(scores[i])}
              for method, scores in self.scores.items() for i, (slot, text) in enumerate(self.slots)])
 
-    @publication_style()
     def plot(self) -> Figure:
-        """Horizontal bars: one group per slot (labelled with its tags), one bar per method."""
-        fig = Figure(figsize=(7.0, 1.2 + 0.45 * len(self.slots)))
-        ax = fig.add_subplot()
-        y = np.arange(len(self.slots))
-        height = 0.8 / len(self.scores)
-        for m, (method, scores) in enumerate(self.scores.items()):
-            ax.barh(y + (m - (len(self.scores) - 1) / 2) * height, scores, height=height, label=method)
-        ax.set_yticks(y, [f"{slot}  {text}" for slot, text in self.slots])
-        ax.invert_yaxis()
-        ax.axvline(0, color="0.3", linewidth=0.8)
-        absent = ", ".join(sorted({b if b == "drop" else "replace" for b in self.baselines.values()}))
-        ax.set(xlabel="attribution to log p(target) (nats)",
-               title=f"tag slots → {_short(self.target)} (absent = {absent}; log p = {self.logprob:.3g})")
-        ax.legend(frameon=False)
-        return fig
+        """One group of bars per slot, one bar per method (`workbench.figures.plot_tag_attribution`)."""
+        return plot_tag_attribution(self)
 
 
 def attribute_tags(model, audio: Any, prompt: TagPrompt | str, target: str | None = None, *,
@@ -186,10 +172,6 @@ def _target(model, full: ModelInputs, target: str | None, max_new_tokens: int,
     return target, model.tokenizer.encode(target)
 
 
-def _short(text: str, limit: int = 40) -> str:
-    return repr(text) if len(text) <= limit else repr(text[:limit - 1] + "…")
-
-
 # --------------------------------------------------------------------------------------------
 # Over audio time
 
@@ -217,23 +199,10 @@ class AudioAttribution:
         return pd.DataFrame({"token": np.arange(len(self.scores)), "start_s": self.seconds,
                              "end_s": self.seconds + SECONDS_PER_TOKEN, "score": self.scores})
 
-    @publication_style()
     def plot(self) -> Figure:
-        """The clip's mel (workbench.plots.plot_mel) with the per-token scores as a strip under
-        it, both against seconds on one shared axis."""
-        fig = Figure(figsize=(9.0, 4.2))
-        mel_ax, strip_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        plot_mel(self.mel, self.n_samples, ax=mel_ax)
-        mel_ax.set_xlabel("")
-        limit = float(np.abs(self.scores).max()) or 1.0
-        image = strip_ax.imshow(self.scores[None], cmap=CMAP_DIVERGING, vmin=-limit, vmax=limit, aspect="auto",
-                                extent=(0, len(self.scores) * SECONDS_PER_TOKEN, 0, 1))
-        fig.colorbar(image, ax=strip_ax, pad=0.01, label="nats")
-        strip_ax.set_yticks([])
-        what = f"occlusion of {self.window * SECONDS_PER_TOKEN * 1000:.0f} ms windows" \
-            if self.method == "occlusion" else "integrated gradients"
-        strip_ax.set(xlabel="time (s)", title=f"{what} ({self.fill}) → {_short(self.target)}")
-        return fig
+        """The clip's mel with the per-token scores as a strip under it, seconds on one shared axis
+        (`workbench.figures.plot_audio_attribution`)."""
+        return plot_audio_attribution(self)
 
 
 def attribute_audio(model, audio: Any, prompt: TagPrompt | str, target: str | None = None, *,

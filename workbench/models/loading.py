@@ -1,8 +1,8 @@
 """`load()`: one entry point for every model family.
 
 The family is read off what is on disk, never guessed from a name:
-- `nano` → the embedded nano Qwen-Audio shipped inside the package (`workbench.models.nano`);
-- a packaged name (`whisper-base`, `whisper-tiny.en`, …) → `workbench.registry`;
+- `nano` → the embedded nano Qwen-Audio shipped inside the package (`workbench.models.qwen_audio.nano`);
+- a packaged name (`whisper-base`, `whisper-tiny.en`, …) → `workbench.models.registry`;
 - a directory whose `config.json` has `model_type: qwen` and an `"audio"` block → native Qwen-Audio v1;
 - `model_type: qwen2_audio` → Qwen2-Audio through transformers;
 - `model_type: whisper`, or a CTranslate2 `model.bin` → Whisper.
@@ -15,17 +15,14 @@ from typing import Any
 
 import torch
 
-from workbench.checkpoint import CheckpointError
+from workbench.errors import CheckpointError
 from workbench.models.base import AudioLM
+from workbench.errors import UnknownModelError
 
 
 # Options of Qwen-Audio checkpoints (and "nano") beyond dtype / device / attn, for the error that
 # names them when another family is given them.
 QWEN_AUDIO_OPTIONS = ("audio_batching", "audio_decoder", "audio_on_long", "audio_on_truncated", "chat", "device_map")
-
-
-class UnknownModelError(ValueError):
-    """The source is neither a packaged name nor a directory in a layout the workbench reads."""
 
 
 def read_config_json(path: Path) -> dict:
@@ -83,11 +80,11 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
 
     Qwen-Audio checkpoints (and "nano") take more options: `device_map`, `audio_batching`,
     `audio_decoder`, `audio_on_long`, `chat` (see `workbench.models.qwen_audio.load_qwen_audio`)."""
-    from workbench import registry
+    from workbench.models import registry
 
     name = str(source)
     if name == "nano":   # the embedded default: a Qwen-Audio v1 checkpoint inside the package
-        from workbench.models.nano import load_nano
+        from workbench.models.qwen_audio.nano import load_nano
         return load_nano(dtype=dtype, device=device, attn=attn, **options)
     if name in registry.KNOWN_MODELS:
         _refuse_options(repr(name), registry.KNOWN_MODELS[name].family.capitalize(), options)

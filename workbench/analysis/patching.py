@@ -33,10 +33,10 @@ B". "wer" / "cer" decode B greedily under the patch (patched prompt positions, t
 usual) and compare with `reference` through jiwer (lower-cased, punctuation removed). A callable
 text → float scores the greedy output any other way. `recovery` is (patched − B) / (A − B).
 
-Head knockouts (`knockout_sweep`, `knockout_logits`) are in `workbench.knockout`; they return the
+Head knockouts (`knockout_sweep`, `knockout_logits`) are in `workbench.analysis.knockout`; they return the
 same `PatchingResult`.
 
-Families: native Qwen-Audio v1 (and nano) and Whisper (`workbench.interventions` names the modules).
+Families: native Qwen-Audio v1 (and nano) and Whisper (`workbench.analysis.interventions` names the modules).
 The audio is encoded once per prompt and reused by every patched run.
 """
 from __future__ import annotations
@@ -49,12 +49,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.interventions import (
-    Network, PatchingError, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text,
-    extend, head_columns, hooks, logprob, network, patcher, prompt_inputs, recorder, short_text,
-)
+from workbench.figures.interventions import plot_patching
+from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, extend, head_columns, hooks, logprob, network, patcher, prompt_inputs, recorder, short_text
+from workbench.errors import PatchingError
 from workbench.models.base import ModelInputs
-from workbench.positions import GROUPS, label_positions
+from workbench.analysis.positions import GROUPS, label_positions
 from workbench.tags import SLOTS
 
 __all__ = ["PatchRun", "PatchingError", "PatchingResult", "aligned_positions", "patch", "patch_sweep"]
@@ -324,8 +323,6 @@ class PatchingResult:
 
     def plot(self, **options: Any):
         """Heatmap of delta, layer × column (workbench.plots_interventions.plot_patching)."""
-        from workbench.plots_interventions import plot_patching
-
         return plot_patching(self, **options)
 
 

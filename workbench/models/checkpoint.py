@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import nn
+from workbench.errors import CheckpointError, CheckpointFileNotFoundError, NonFiniteWeightsError, UnsupportedDtypeError, WeightDtypeError
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -47,26 +48,6 @@ _SAFETENSORS_DTYPES = {
 # dtype. Integers and float8 are quantized formats that need scales this layout does not have.
 WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _WEIGHT_DTYPE_NAMES = "float16, bfloat16, float32 or float64"
-
-
-class CheckpointError(ValueError):
-    """The checkpoint directory is not in a layout the workbench reads."""
-
-
-class CheckpointFileNotFoundError(CheckpointError, FileNotFoundError):
-    """A file the checkpoint needs (config, shard, tokenizer) is missing."""
-
-
-class WeightDtypeError(CheckpointError):
-    """A tensor is stored in a dtype that cannot hold these weights (integers, bool, float8)."""
-
-
-class NonFiniteWeightsError(CheckpointError):
-    """A tensor holds NaN or ±inf: the file is damaged, or the weights diverged before they were saved."""
-
-
-class UnsupportedDtypeError(ValueError):
-    """The requested dtype cannot run on the requested device."""
 
 
 @dataclass(frozen=True)

