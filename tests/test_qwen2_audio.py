@@ -176,3 +176,16 @@ def test_bad_directories(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "whisper"}))
     with pytest.raises(NotAQwen2AudioDirectoryError, match="model_type 'whisper', not 'qwen2_audio'"):
         load_qwen2_audio(tmp_path)
+
+
+def test_extended_inputs_grow_the_attention_mask(tiny):
+    """One `extend` for every family: Qwen2-Audio's text mask grows with the appended ids (the
+    copy in `interventions` once left it at the prompt's length, so the longer inputs did not run)."""
+    lm = load_qwen2_audio(tiny[0])
+    inputs = lm.inputs(NATIVE, _clip(16_000))
+    longer = inputs.extended([5, 6])
+    assert longer.input_ids.shape == (1, inputs.length + 2)
+    assert longer.extra["attention_mask"].shape == longer.input_ids.shape
+    assert inputs.extended([]) is inputs
+    torch.testing.assert_close(lm.forward(longer).logits[:, :inputs.length], lm.forward(inputs).logits,
+                               atol=1e-5, rtol=1e-5)

@@ -40,7 +40,7 @@ from workbench.figures.interventions import plot_head_ranking
 from workbench.figures.interventions import plot_word_alignment
 from workbench.audio import ENCODER_FRAME_SECONDS, SECONDS_PER_TOKEN, encoder_frames, mel_frames
 from workbench.models.base import ModelInputs
-from workbench.analysis.interventions import extend, prompt_inputs
+from workbench.analysis.interventions import prompt_inputs
 from workbench.analysis.trace import trace
 from workbench.errors import AlignmentError
 
@@ -138,7 +138,7 @@ def _attention(model: Any, inputs: ModelInputs, ids: list[int], heads: Any,
     """(pairs, text tokens + 1, time steps) attention of the chosen heads, renormalised over the clip."""
     whisper = getattr(model, "family", None) == "whisper"
     template = "decoder.layers.{}.cross_attn.pattern" if whisper else "llm.layers.{}.attn.pattern"
-    full = extend(inputs, ids)
+    full = inputs.extended(ids)
     rows = list(range(inputs.length - 1, full.length))
     n_layers, n_heads = _shape(model)
     pairs = _heads(model, heads, top, n_layers, n_heads)

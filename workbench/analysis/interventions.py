@@ -21,7 +21,6 @@ values depend only on the audio, so `encode` computes them once too and every ru
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -39,7 +38,7 @@ from workbench.errors import PatchingError
 _CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperDecoder.forward).parameters else "past_key_values"
 
 __all__ = ["Network", "PatchingError", "Stack", "answer_rows", "check_head", "check_layer", "check_layers",
-           "decode_ids", "encode_text", "extend", "greedy_ids", "head_columns", "hooks", "knockout", "logprob",
+           "decode_ids", "encode_text", "greedy_ids", "head_columns", "hooks", "knockout", "logprob",
            "network", "patcher", "prompt_inputs", "recorder", "short_text"]
 
 
@@ -263,12 +262,6 @@ def prompt_inputs(model: Any, prompt: Any, audio: Any, audio_dir: Any) -> ModelI
         prompt = "".join(f"<audio>{a if isinstance(a, str) else f'audio_{i}'}</audio>"
                          for i, a in enumerate(items)) + prompt
     return model.inputs(prompt, audio, audio_dir=audio_dir)
-
-
-def extend(inputs: ModelInputs, ids: Sequence[int]) -> ModelInputs:
-    """The prompt with the continuation appended (audio spans unchanged: they sit in the prompt)."""
-    new = torch.tensor([list(ids)], dtype=inputs.input_ids.dtype)
-    return dataclasses.replace(inputs, input_ids=torch.cat([inputs.input_ids, new], dim=1))
 
 
 def answer_rows(prompt_length: int, ids: Sequence[int]) -> slice:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, extend, head_columns, hooks, knockout, logprob, network, prompt_inputs, short_text
+from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, head_columns, hooks, knockout, logprob, network, prompt_inputs, short_text
 from workbench.errors import PatchingError
 from workbench.analysis.patching import PatchingResult
 
@@ -43,7 +43,7 @@ def knockout_sweep(model: Any, prompt: Any, audio: Any = None, *, stack: str = "
     audio_out = net.encode(inputs)
     ids = encode_text(model, continuation) if continuation is not None else \
         net.generate(inputs, audio_out, max_new_tokens)
-    full, answer = extend(inputs, ids), answer_rows(inputs.length, ids)
+    full, answer = inputs.extended(ids), answer_rows(inputs.length, ids)
     clean = logprob(net.run(full, audio_out, answer), ids)
     scores = np.zeros((len(chosen_layers), chosen.n_heads))
     for i, layer in enumerate(chosen_layers):

@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from workbench.figures.interventions import plot_patching
-from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, extend, head_columns, hooks, logprob, network, patcher, prompt_inputs, recorder, short_text
+from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, head_columns, hooks, logprob, network, patcher, prompt_inputs, recorder, short_text
 from workbench.errors import PatchingError
 from workbench.models.base import ModelInputs
 from workbench.analysis.positions import GROUPS, label_positions
@@ -231,7 +231,7 @@ class _Runs:
     @classmethod
     def _run(cls, model: Any, net: Network, prompts: list[ModelInputs], audios: list[Any],
              continuation: Sequence[int]) -> _Runs:
-        extended = [extend(p, continuation) if continuation else p for p in prompts]
+        extended = [p.extended(continuation) for p in prompts]
         tables = [label_positions(model, e, n_prompt=p.length) for e, p in zip(extended, prompts)]
         logits = [net.run(e, a) for e, a in zip(extended, audios)]
         return cls(model, net, *prompts, *extended, *audios, *tables, *logits)

@@ -24,7 +24,6 @@ keep, plus one layer's full pattern while it is computed, is checked against `ma
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -199,7 +198,7 @@ def trace(model: Any, prompt: Any, audio: Any = None, *, capture: str | Sequence
     generation = None
     if generate:
         generation = model.generate(inputs, max_new_tokens=generate)
-        inputs = _with_output(inputs, generation.ids)
+        inputs = inputs.extended(generation.ids)
     positions = label_positions(model, inputs, n_prompt=len(prompt_positions))
     row_positions, col_positions = select_positions(positions, rows), select_positions(positions, cols)
     selection = Selection(rows=None if rows is None else torch.as_tensor(row_positions),
@@ -290,15 +289,3 @@ def _nbytes(value: Any) -> int:
 
 def _span(index: np.ndarray) -> str:
     return "none" if len(index) == 0 else f"{len(index)} positions, {int(index.min())}…{int(index.max())}"
-
-
-def _with_output(inputs: ModelInputs, new_ids: Sequence[int]) -> ModelInputs:
-    """The inputs with generated tokens appended (audio spans unchanged: they sit in the prompt)."""
-    if not new_ids:
-        return inputs
-    new = torch.tensor([list(new_ids)], dtype=inputs.input_ids.dtype)
-    extra = dict(inputs.extra)
-    mask = extra.get("attention_mask")
-    if isinstance(mask, torch.Tensor) and mask.shape == inputs.input_ids.shape:   # Qwen2-Audio's text mask
-        extra["attention_mask"] = torch.cat([mask, mask.new_ones(1, len(new_ids))], dim=1)
-    return dataclasses.replace(inputs, input_ids=torch.cat([inputs.input_ids, new], dim=1), extra=extra)

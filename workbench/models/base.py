@@ -19,6 +19,7 @@ audio; a list (or any other tuple) holds several.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,19 @@ class ModelInputs:
     @property
     def length(self) -> int:
         return int(self.input_ids.shape[-1])
+
+    def extended(self, ids: Sequence[int]) -> ModelInputs:
+        """These inputs with `ids` appended (generated tokens, a continuation to score). The audio
+        spans are unchanged (they sit in the prompt); a text attention mask (Qwen2-Audio's) grows
+        with the ids, so the longer sequence runs as the prompt did."""
+        if not ids:
+            return self
+        new = torch.tensor([list(ids)], dtype=self.input_ids.dtype)
+        extra = dict(self.extra)
+        mask = extra.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.shape == self.input_ids.shape:
+            extra["attention_mask"] = torch.cat([mask, mask.new_ones(1, len(new[0]))], dim=1)
+        return dataclasses.replace(self, input_ids=torch.cat([self.input_ids, new], dim=1), extra=extra)
 
 
 @dataclass
