@@ -316,3 +316,17 @@ def test_unsupported_models_are_named(tmp_path):
     model = workbench.load(write_qwen2_audio(tmp_path))
     with pytest.raises(PatchingError, match="patching supports native Qwen-Audio v1 .* and Whisper; .*qwen2-audio"):
         patch_sweep(model, "a", "b", np.zeros(16000, dtype=np.float32))
+
+
+def test_a_path_clip_keeps_its_name(qwen, clip):
+    """One way to put the audio in front of a tag string: a `Path` is referenced by its name, as a
+    str is (the copy in `interventions` labelled it `audio_0`), and arrays as `audio_N`."""
+    from pathlib import Path
+
+    from workbench.analysis.interventions import prompt_inputs
+
+    for audio in (clip, Path(clip)):
+        inputs = prompt_inputs(qwen, ASR, audio, None)
+        assert inputs.text == f"<audio>{clip}</audio>{ASR}" and inputs.audios[0].source == str(clip)
+    samples = prompt_inputs(qwen, ASR, np.zeros(16000, dtype=np.float32), None)
+    assert samples.text.startswith("<audio>audio_0</audio>")

@@ -31,7 +31,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-from workbench.models.base import ModelInputs
+from workbench.models.base import ModelInputs, audio_references
 from workbench.errors import PatchingError
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
@@ -259,8 +259,7 @@ def prompt_inputs(model: Any, prompt: Any, audio: Any, audio_dir: Any) -> ModelI
     if isinstance(prompt, str) and "<audio>" not in prompt and audio is not None \
             and getattr(model, "family", None) != "whisper":
         items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
-        prompt = "".join(f"<audio>{a if isinstance(a, str) else f'audio_{i}'}</audio>"
-                         for i, a in enumerate(items)) + prompt
+        prompt = audio_references(items) + prompt
     return model.inputs(prompt, audio, audio_dir=audio_dir)
 
 

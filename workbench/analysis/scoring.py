@@ -37,7 +37,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 
-from workbench.models.base import ModelInputs, is_audio_pair
+from workbench.models.base import ModelInputs, audio_references, is_audio_pair
 from workbench.errors import SharedAudioError
 
 # transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
@@ -85,9 +85,9 @@ def audio_prefix(model, audio, audio_dir=None) -> ModelInputs:
     if isinstance(audio, str) and "<audio>" in audio:
         return model.inputs(audio, audio_dir=audio_dir)
     if isinstance(audio, (str, Path)):
-        return model.inputs(f"<audio>{audio}</audio>", audio=[audio], audio_dir=audio_dir)
+        return model.inputs(audio_references([audio]), audio=[audio], audio_dir=audio_dir)
     if isinstance(audio, (np.ndarray, torch.Tensor)) or is_audio_pair(audio):
-        return model.inputs("<audio>audio_0</audio>", audio=[audio])
+        return model.inputs(audio_references([audio]), audio=[audio])
     raise TypeError(f"audio must be a path, an (array, rate) pair, a 16 kHz float array or a prompt string with "
                     f"<audio>PATH</audio>, "
                     f"not {type(audio).__name__}")

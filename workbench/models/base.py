@@ -47,6 +47,17 @@ def eager_attention(model: torch.nn.Module, needed: bool = True) -> Iterator[Non
         model.set_attn_implementation(before)
 
 
+def audio_label(item: Any, index: int) -> str:
+    """What stands between `<audio>` tags for one audio: its path as given (a `Path` keeps its
+    name), or `audio_{index}` for samples, which have none."""
+    return str(item) if isinstance(item, (str, Path)) else f"audio_{index}"
+
+
+def audio_references(items: Sequence[Any]) -> str:
+    """One `<audio>…</audio>` per audio, in order, as the official prompts put them before the tags."""
+    return "".join(f"<audio>{audio_label(item, i)}</audio>" for i, item in enumerate(items))
+
+
 @dataclass
 class AudioSpan:
     """One audio inside a prompt: where its positions sit in `input_ids` and what fills them."""
@@ -242,9 +253,7 @@ class AudioLM:
         if not isinstance(prompt, str):
             if not callable(getattr(prompt, "render", None)):  # TagPrompt, duck-typed to avoid an import cycle
                 raise TypeError(f"prompt must be a str, a TagPrompt or a ModelInputs, not {type(prompt).__name__}")
-            refs = "".join(f"<audio>{a if isinstance(a, (str, Path)) else f'audio_{i}'}</audio>"
-                           for i, a in enumerate(audios))
-            text = refs + prompt.render()
+            text = audio_references(audios) + prompt.render()
         inputs = self._build_inputs(text, audios, audio_dir)
         if inputs.length == 0:
             raise ValueError(f"the prompt {text!r} gives no tokens: give a prompt, e.g. {self.example_prompt}")

@@ -32,7 +32,7 @@ from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 from workbench.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, check_min_length
 from workbench.models.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
 from workbench.models.loading import read_config_json
-from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
+from workbench.models.base import AudioLM, AudioSpan, audio_label, ForwardOutput, ModelInputs, eager_attention
 from workbench.errors import UnknownTagWarning
 from workbench.errors import NotAQwen2AudioDirectoryError, Qwen2AudioPromptError
 
@@ -128,7 +128,7 @@ class Qwen2AudioLM(AudioLM):
             raise Qwen2AudioPromptError(f"audio was passed but the prompt {text!r} has no place for it: add "
                                         f"<audio>…</audio> or {self.audio_token}")
         items = list(audios) if audios else refs
-        sources = refs or [str(a) if isinstance(a, (str, Path)) else f"audio_{i}" for i, a in enumerate(items)]
+        sources = refs or [audio_label(a, i) for i, a in enumerate(items)]
         placeholder = self.processor.audio_bos_token + self.audio_token + self.processor.audio_eos_token
         expanded = AUDIO_REF.sub(lambda _: placeholder, text)
         unknown = [name for name in dict.fromkeys(TAG_LIKE.findall(expanded)) if name not in self._tags]

@@ -37,7 +37,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 from workbench.models.loading import read_config_json
 from workbench.errors import UnknownModelError
 from workbench.models.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
-from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
+from workbench.models.base import AudioLM, AudioSpan, audio_label, ForwardOutput, ModelInputs, eager_attention
 from workbench.errors import UnknownTagWarning
 from workbench.errors import MissingWhisperTagsWarning, NotAWhisperDirectoryError, WhisperPromptError
 
@@ -141,7 +141,7 @@ class WhisperLM(AudioLM):
                                      f"least <|startoftranscript|>, e.g. {STANDARD_PREFIX}")
         self._warn_unknown_tags(prefix)
         self._warn_missing_tags(prefix)
-        source = refs[0] if refs else (str(items[0]) if isinstance(items[0], (str, Path)) else "audio_0")
+        source = refs[0] if refs else audio_label(items[0], 0)
         audio = self.read_audio(items[0], audio_dir)
         features = self.processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
         ids = self.tokenizer.encode(prefix, add_special_tokens=False)
