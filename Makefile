@@ -22,7 +22,10 @@ demo: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/workbench figures
 
+# Lint first (seconds): ruff, then the layer contract of pyproject.toml; then every test.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q
 
 lab: $(STAMP)

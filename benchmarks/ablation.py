@@ -34,8 +34,8 @@ import torch
 from workbench.analysis import scoring
 from workbench.analysis.ablation import ablate
 from workbench.models.base import ModelInputs
-from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
 from workbench.models.qwen_audio import load_qwen_audio
+from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
 from workbench.tags import drop_variants, preset, swap_variants
 
 REPO = Path(__file__).resolve().parents[1]

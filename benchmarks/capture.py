@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.analysis.capture import anatomy, resolve_capture
-from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
-from workbench.models.qwen_audio import load_qwen_audio
+from workbench.analysis.capture import resolve_capture
 from workbench.analysis.positions import label_positions
-from workbench.tags import preset
 from workbench.analysis.trace import DEFAULT_MAX_BYTES, check_size, trace
+from workbench.models.qwen_audio import load_qwen_audio
+from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
+from workbench.tags import preset
 
 REPO = Path(__file__).resolve().parents[1]
 TIKTOKEN = REPO.parent / "shared" / "fixtures" / "qwen_audio_v1_tiny" / "checkpoint" / "qwen.tiktoken"
@@ -85,7 +85,7 @@ def main() -> None:
         eager = load_qwen_audio(scratch, attn="eager")
     chosen = np.linspace(0, args.layers - 1, args.capture).round().astype(int).tolist()
     inputs = sdpa.inputs(preset("librispeech"), audio_30s())
-    parts = anatomy(sdpa)
+    parts = sdpa.adapter
     points = resolve_capture("llm.layers.*.attn.pattern", parts.points, chosen)
     estimate = check_size(points, label_positions(sdpa, inputs), None, None, None, parts.encoder_frames(inputs), 0,
                           "last", parts.unembed.weight.shape[0], None, DEFAULT_MAX_BYTES)

@@ -33,8 +33,8 @@ import torch
 
 from workbench.audio import N_SAMPLES, audio_span_tokens, load_audio
 from workbench.demo import demo_path
-from workbench.models.qwen_audio.official_layout import REAL_CONFIG, official_config, write_random_checkpoint
 from workbench.models.qwen_audio import load_qwen_audio
+from workbench.models.qwen_audio.official_layout import REAL_CONFIG, official_config, write_random_checkpoint
 from workbench.tags import preset
 
 DRY_RUN_CONFIG = official_config(hidden=64, layers=2, heads=4, intermediate=256,

@@ -32,16 +32,9 @@ import warnings
 
 import pandas as pd
 
-from workbench.audio import (SAMPLE_RATE, SECONDS_PER_TOKEN, audio_span_tokens, audio_tokens,
-                             encoder_frames, load_audio, log_mel, mel_frames, seconds_to_token,
-                             token_to_seconds)
-from workbench.demo import demo_clip, demo_clips
-from workbench.figures.attention import plot_mel, plot_waveform
-from workbench.figures.style import use_style
-from workbench.tags import TagPrompt, check_tags, drop_variants, permute_variants, preset, swap_variants
-from workbench.errors import TagPromptError
+import workbench as wb
 
-use_style()
+wb.figures.use_style()
 pd.set_option("display.max_colwidth", None)
 
 # %% [markdown]
@@ -51,18 +44,18 @@ pd.set_option("display.max_colwidth", None)
 
 # %%
 pd.DataFrame([{"name": c.name, "kind": c.kind, "language": c.language or "—",
-               "seconds": c.extra["duration_s"], "text": c.text} for c in demo_clips()])
+               "seconds": c.extra["duration_s"], "text": c.text} for c in wb.demo.demo_clips()])
 
 # %%
-clip = demo_clip("speech_en")
-audio = load_audio(clip.path)  # float32 mono at 16 kHz
-print(f"{clip.name}: {len(audio)} samples = {len(audio) / SAMPLE_RATE:.3f} s, peak {abs(audio).max():.2f}")
+clip = wb.demo.demo_clip("speech_en")
+audio = wb.load_audio(clip.path)  # float32 mono at 16 kHz
+print(f"{clip.name}: {len(audio)} samples = {len(audio) / wb.audio.SAMPLE_RATE:.3f} s, peak {abs(audio).max():.2f}")
 
 # %% [markdown]
 # The waveform, with a light line at the start of every 40 ms audio token (the top axis counts them).
 
 # %%
-plot_waveform(audio, SAMPLE_RATE, token_grid=True, title=f"{clip.name}: “{clip.text}”")
+wb.figures.plot_waveform(audio, wb.audio.SAMPLE_RATE, token_grid=True, title=f"{clip.name}: “{clip.text}”")
 
 # %% [markdown]
 # `log_mel` always returns the full 30 s window, (80 bins, 3000 frames of 10 ms): the clip is
@@ -70,15 +63,15 @@ plot_waveform(audio, SAMPLE_RATE, token_grid=True, title=f"{clip.name}: “{clip
 # clip's tokens stop (on a 30 s axis the grid thins out to every 25th token).
 
 # %%
-mel = log_mel(audio)
+mel = wb.log_mel(audio)
 print("mel:", tuple(mel.shape))
-plot_mel(mel, n_samples=len(audio), title="log-mel of the padded 30 s window")
+wb.figures.plot_mel(mel, n_samples=len(audio), title="log-mel of the padded 30 s window")
 
 # %% [markdown]
 # Qwen-Audio itself only runs the encoder over the clip's own frames, so crop to those:
 
 # %%
-plot_mel(mel[:, :mel_frames(len(audio))], n_samples=len(audio), title="the same mel, cropped to the clip")
+wb.figures.plot_mel(mel[:, :wb.audio.mel_frames(len(audio))], n_samples=len(audio), title="the same mel, cropped to the clip")
 
 # %% [markdown]
 # ## 2 · Token arithmetic
@@ -87,33 +80,34 @@ plot_mel(mel[:, :mel_frames(len(audio))], n_samples=len(audio), title="the same 
 # audio bos and eos). A 30 s clip is 750 tokens, 752 positions.
 
 # %%
-lengths = {clip.name: len(audio), "1 s": SAMPLE_RATE, "10 s": 10 * SAMPLE_RATE, "30 s window": 30 * SAMPLE_RATE}
-pd.DataFrame([{"audio": name, "samples": n, "seconds": n / SAMPLE_RATE,
-               "mel frames (10 ms)": mel_frames(n), "encoder frames (20 ms)": encoder_frames(n),
-               "audio tokens (40 ms)": audio_tokens(n), "prompt positions": audio_span_tokens(n)}
+lengths = {clip.name: len(audio), "1 s": wb.audio.SAMPLE_RATE, "10 s": 10 * wb.audio.SAMPLE_RATE,
+           "30 s window": 30 * wb.audio.SAMPLE_RATE}
+pd.DataFrame([{"audio": name, "samples": n, "seconds": n / wb.audio.SAMPLE_RATE,
+               "mel frames (10 ms)": wb.audio.mel_frames(n), "encoder frames (20 ms)": wb.audio.encoder_frames(n),
+               "audio tokens (40 ms)": wb.audio.audio_tokens(n), "prompt positions": wb.audio.audio_span_tokens(n)}
               for name, n in lengths.items()])
 
 # %% [markdown]
 # Where each audio token sits in time (token 0 is the first after the audio bos):
 
 # %%
-n_tokens = audio_tokens(len(audio))
-pd.DataFrame([{"token": k, "start (s)": token_to_seconds(k)[0], "end (s)": token_to_seconds(k)[1]}
+n_tokens = wb.audio.audio_tokens(len(audio))
+pd.DataFrame([{"token": k, "start (s)": wb.audio.token_to_seconds(k)[0], "end (s)": wb.audio.token_to_seconds(k)[1]}
               for k in (0, 1, 2, n_tokens - 2, n_tokens - 1)])
 
 # %% [markdown]
 # The scale clip comes with its notes (MIDI pitch, onset, duration); each note maps onto a run of tokens.
 
 # %%
-scale = demo_clip("tones_c_major")
-scale_audio = load_audio(scale.path)
-pd.DataFrame([{**note, "first token": seconds_to_token(note["onset_s"]),
-               "last token": seconds_to_token(note["onset_s"] + note["duration_s"])}
+scale = wb.demo.demo_clip("tones_c_major")
+scale_audio = wb.load_audio(scale.path)
+pd.DataFrame([{**note, "first token": wb.audio.seconds_to_token(note["onset_s"]),
+               "last token": wb.audio.seconds_to_token(note["onset_s"] + note["duration_s"])}
               for note in scale.extra["notes"]])
 
 # %%
-plot_mel(log_mel(scale_audio)[:, :mel_frames(len(scale_audio))], n_samples=len(scale_audio),
-         title=f"{scale.name}: {scale.text}")
+wb.figures.plot_mel(wb.log_mel(scale_audio)[:, :wb.audio.mel_frames(len(scale_audio))], n_samples=len(scale_audio),
+                    title=f"{scale.name}: {scale.text}")
 
 # %% [markdown]
 # ## 3 · Tag prompts
@@ -123,7 +117,7 @@ plot_mel(log_mel(scale_audio)[:, :mel_frames(len(scale_audio))], n_samples=len(s
 benchmarks = {"librispeech": {}, "aishell1": {}, "covost2": {"src": "en", "tgt": "de"}, "clotho": {},
               "cochlscene": {}, "meld": {}, "vocalsound": {}, "nsynth": {},
               "clothoaqa": {"question": "Is a bird singing?"}, "srwt": {}}
-pd.DataFrame([{"benchmark": name, "prompt": preset(name, **fields).render()}
+pd.DataFrame([{"benchmark": name, "prompt": wb.preset(name, **fields).render()}
               for name, fields in benchmarks.items()])
 
 # %% [markdown]
@@ -131,11 +125,11 @@ pd.DataFrame([{"benchmark": name, "prompt": preset(name, **fields).render()}
 # and parsing that string gives the same prompt back.
 
 # %%
-prompt = TagPrompt(start="transcript", audio_lang="de", task="translate", text_lang="en",
-                   timestamps=False, instructions=("itn",))
+prompt = wb.TagPrompt(start="transcript", audio_lang="de", task="translate", text_lang="en",
+                      timestamps=False, instructions=("itn",))
 text = prompt.render()
 print(text)
-print("parse(render(p)) == p:", TagPrompt.parse(text) == prompt)
+print("parse(render(p)) == p:", wb.TagPrompt.parse(text) == prompt)
 pd.DataFrame(prompt.slots(), columns=["slot", "tag"])
 
 # %% [markdown]
@@ -147,7 +141,7 @@ pd.DataFrame(prompt.slots(), columns=["slot", "tag"])
 readme_prompt = "<|startoftranscription|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    unknown = check_tags(readme_prompt)
+    unknown = wb.tags.check_tags(readme_prompt)
 print("not tags:", unknown)
 print(f"{caught[0].category.__name__}: {caught[0].message}")
 
@@ -156,16 +150,16 @@ print(f"{caught[0].category.__name__}: {caught[0].message}")
 
 # %%
 try:
-    TagPrompt(audio_lang="english")
-except TagPromptError as error:
+    wb.TagPrompt(audio_lang="english")
+except wb.errors.TagPromptError as error:
     print(f"{type(error).__name__}: {error}")
 
 # %%
 try:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the warning was shown above; here we want the error
-        TagPrompt.parse(readme_prompt)
-except TagPromptError as error:
+        wb.TagPrompt.parse(readme_prompt)
+except wb.errors.TagPromptError as error:
     print(f"{type(error).__name__}: {error}")
 
 # %% [markdown]
@@ -174,8 +168,8 @@ except TagPromptError as error:
 # (`prompt` is set only where the variant is itself a well-formed TagPrompt).
 
 # %%
-asr = preset("librispeech")
-variants = drop_variants(asr) + swap_variants(asr, slot="task") + permute_variants(asr)[:4]
+asr = wb.preset("librispeech")
+variants = wb.tags.drop_variants(asr) + wb.tags.swap_variants(asr, slot="task") + wb.tags.permute_variants(asr)[:4]
 pd.DataFrame([{"label": v.label, "prompt": v.prompt_text, "well-formed": v.prompt is not None}
               for v in variants])
 

@@ -43,18 +43,17 @@ import torch
 import torch.nn.functional as F
 
 import workbench as wb
-from workbench.audio import (SAMPLE_RATE, SECONDS_PER_TOKEN, audio_span_tokens, audio_tokens, encoder_frames,
-                             mel_frames)
-from workbench.demo import demo_clip, demo_path
-from workbench.models.qwen_audio.official_layout import (REAL_CONFIG, official_config, official_part, official_shapes,
-                                              write_random_checkpoint)
-from workbench.models.qwen_audio import load_qwen_audio
 from workbench.models.qwen_audio.config import parameter_counts
+from workbench.models.qwen_audio.official_layout import (
+    REAL_CONFIG,
+    official_config,
+    official_part,
+    official_shapes,
+    write_random_checkpoint,
+)
 from workbench.models.whisper import STANDARD_PREFIX
-from workbench.figures.attention import plot_mel
-from workbench.figures.style import use_style
 
-use_style()
+wb.figures.use_style()
 pd.set_option("display.max_colwidth", None)
 
 # %% [markdown]
@@ -83,16 +82,17 @@ pd.DataFrame([
 
 # %%
 state, out_dim, vocab = audio_cfg["n_state"], audio_cfg["output_dim"], REAL_CONFIG["vocab_size"]
-n_frames, n_tokens = encoder_frames(30 * SAMPLE_RATE), audio_tokens(30 * SAMPLE_RATE)
+n_frames, n_tokens = wb.audio.encoder_frames(30 * wb.audio.SAMPLE_RATE), wb.audio.audio_tokens(30 * wb.audio.SAMPLE_RATE)
 pd.DataFrame([
-    {"stage": "waveform, 16 kHz", "shape": f"({30 * SAMPLE_RATE},)", "step": "10 ms hop"},
-    {"stage": "log-mel", "shape": f"({audio_cfg['n_mels']}, {mel_frames(30 * SAMPLE_RATE)})", "step": "10 ms"},
-    {"stage": "conv1 (k3) + GELU", "shape": f"({state}, {mel_frames(30 * SAMPLE_RATE)})", "step": "10 ms"},
+    {"stage": "waveform, 16 kHz", "shape": f"({30 * wb.audio.SAMPLE_RATE},)", "step": "10 ms hop"},
+    {"stage": "log-mel", "shape": f"({audio_cfg['n_mels']}, {wb.audio.mel_frames(30 * wb.audio.SAMPLE_RATE)})", "step": "10 ms"},
+    {"stage": "conv1 (k3) + GELU", "shape": f"({state}, {wb.audio.mel_frames(30 * wb.audio.SAMPLE_RATE)})", "step": "10 ms"},
     {"stage": "conv2 (k3, stride 2) + GELU, + sinusoids", "shape": f"({n_frames}, {state})", "step": "20 ms"},
     {"stage": f"{audio_cfg['n_layer']} pre-LN encoder blocks", "shape": f"({n_frames}, {state})", "step": "20 ms"},
     {"stage": "AvgPool1d(2) → ln_post", "shape": f"({n_tokens}, {state})", "step": "40 ms"},
     {"stage": "proj", "shape": f"({n_tokens}, {out_dim})", "step": "40 ms"},
-    {"stage": "+ audio bos / eos", "shape": f"({audio_span_tokens(30 * SAMPLE_RATE)}, {out_dim})", "step": "40 ms"},
+    {"stage": "+ audio bos / eos", "shape": f"({wb.audio.audio_span_tokens(30 * wb.audio.SAMPLE_RATE)}, {out_dim})",
+     "step": "40 ms"},
     {"stage": "spliced into the prompt embeddings", "shape": f"(L, {REAL_CONFIG['hidden_size']})", "step": "token"},
     {"stage": f"{REAL_CONFIG['num_hidden_layers']} Qwen blocks → RMSNorm",
      "shape": f"(L, {REAL_CONFIG['hidden_size']})", "step": "token"},
@@ -149,23 +149,23 @@ plt.show()
 
 # %%
 seconds = [0.5, 1, 2, 5, 10, 15, 20, 25, 30]
-pd.DataFrame([{"clip (s)": s, "mel frames (10 ms)": mel_frames(int(s * SAMPLE_RATE)),
-               "encoder frames (20 ms)": encoder_frames(int(s * SAMPLE_RATE)),
-               "audio tokens (40 ms)": audio_tokens(int(s * SAMPLE_RATE)),
-               "prompt positions": audio_span_tokens(int(s * SAMPLE_RATE)),
-               "share of 2048 positions %": round(100 * audio_span_tokens(int(s * SAMPLE_RATE)) / 2048, 1)}
+pd.DataFrame([{"clip (s)": s, "mel frames (10 ms)": wb.audio.mel_frames(int(s * wb.audio.SAMPLE_RATE)),
+               "encoder frames (20 ms)": wb.audio.encoder_frames(int(s * wb.audio.SAMPLE_RATE)),
+               "audio tokens (40 ms)": wb.audio.audio_tokens(int(s * wb.audio.SAMPLE_RATE)),
+               "prompt positions": wb.audio.audio_span_tokens(int(s * wb.audio.SAMPLE_RATE)),
+               "share of 2048 positions %": round(100 * wb.audio.audio_span_tokens(int(s * wb.audio.SAMPLE_RATE)) / 2048, 1)}
               for s in seconds]).set_index("clip (s)")
 
 # %%
-grid = torch.arange(0, 30 * SAMPLE_RATE + 1, SAMPLE_RATE // 10).tolist()
-positions = [audio_span_tokens(n) for n in grid]
+grid = torch.arange(0, 30 * wb.audio.SAMPLE_RATE + 1, wb.audio.SAMPLE_RATE // 10).tolist()
+positions = [wb.audio.audio_span_tokens(n) for n in grid]
 fig, ax = plt.subplots(figsize=(9, 3.2))
-ax.plot([n / SAMPLE_RATE for n in grid], positions)
+ax.plot([n / wb.audio.SAMPLE_RATE for n in grid], positions)
 ax.axhline(REAL_CONFIG["seq_length"] / 2, color="0.6", linestyle="--", linewidth=1)
 ax.text(0.3, REAL_CONFIG["seq_length"] / 2 + 15, "half of the 2,048 positions the model computes exactly", fontsize=8)
 ax.set_xlabel("clip length (s)")
 ax.set_ylabel("prompt positions")
-ax.set_title(f"one position per {SECONDS_PER_TOKEN * 1000:.0f} ms, plus bos and eos: 752 for 30 s")
+ax.set_title(f"one position per {wb.audio.SECONDS_PER_TOKEN * 1000:.0f} ms, plus bos and eos: 752 for 30 s")
 plt.show()
 
 # %% [markdown]
@@ -186,7 +186,7 @@ tiny_config = official_config(hidden=64, layers=2, heads=4, intermediate=256,
                               audio_state=64, audio_layers=2, audio_heads=4)
 checkpoint = write_random_checkpoint(Path(scratch.name) / "qwen-audio-tiny", tiny_config)
 print(sorted(p.name for p in checkpoint.iterdir()))
-model = load_qwen_audio(checkpoint)
+model = wb.load(checkpoint)
 model
 
 # %% [markdown]
@@ -194,23 +194,24 @@ model
 # `<audio>`, one `[[[AUDIO:modality]]]` placeholder per audio token plus two for bos/eos, `</audio>`.
 
 # %%
-clip = demo_clip("speech_en")
-inputs = model.inputs(wb.preset("librispeech"), audio=demo_path("speech_en"))
+clip = wb.demo.demo_clip("speech_en")
+inputs = model.inputs(wb.preset("librispeech"), audio=wb.demo.demo_path("speech_en"))
 span = inputs.audios[0]
 tokens = model.tokenizer.convert_ids_to_tokens(inputs.input_ids[0])
-print(f"“{clip.text}”: {span.n_samples} samples = {span.n_samples / SAMPLE_RATE:.2f} s")
+print(f"“{clip.text}”: {span.n_samples} samples = {span.n_samples / wb.audio.SAMPLE_RATE:.2f} s")
 print(f"{inputs.length} prompt positions; the audio occupies {span.start}…{span.stop - 1} ({span.n_positions})")
 print("".join(tokens[:3]), "…", "".join(tokens[span.stop - 2:]))
 
 # %%
-plot_mel(span.mel[:, :mel_frames(span.n_samples)], n_samples=span.n_samples, title="log-mel of the clip's own frames")
+wb.figures.plot_mel(span.mel[:, :wb.audio.mel_frames(span.n_samples)], n_samples=span.n_samples,
+                    title="log-mel of the clip's own frames")
 
 # %% [markdown]
 # Now the encoder by hand, module by module, and the same through the model's own `encode_audio`:
 
 # %%
 encoder = model.encoder
-frames = encoder_frames(span.n_samples)
+frames = wb.audio.encoder_frames(span.n_samples)
 with torch.no_grad():
     mel = span.mel[None, :, :2 * frames]                         # trimmed to 2·T mel frames
     after_conv1 = F.gelu(encoder.conv1(mel))
@@ -267,7 +268,7 @@ scratch.cleanup()
 # %%
 whisper = wb.load("whisper-base")
 print(whisper)
-transcript = whisper.generate(STANDARD_PREFIX, demo_path("speech_en"), max_new_tokens=40)
+transcript = whisper.generate(STANDARD_PREFIX, wb.demo.demo_path("speech_en"), max_new_tokens=40)
 pd.DataFrame([{"prefix": STANDARD_PREFIX, "transcript": transcript.text.strip(), "reference": clip.text}])
 
 # %% [markdown]

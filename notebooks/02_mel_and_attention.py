@@ -38,19 +38,10 @@ import pandas as pd
 import torch
 
 import workbench as wb
-from workbench.audio import mel_frames
-from workbench.analysis.capture import anatomy
-from workbench.demo import demo_clip
-from workbench.analysis.lens import logit_lens
 from workbench.models.qwen_audio.official_layout import official_config, write_random_checkpoint
 from workbench.models.whisper import STANDARD_PREFIX
-from workbench.figures.attention import (plot_attention_mass, plot_attention_over_time, plot_audio_attention,
-                             plot_encoder_attention, plot_mel)
-from workbench.figures.style import use_style
-from workbench.errors import TraceTooLargeError
-from workbench.widgets import AttentionBrowser, TagEditor
 
-use_style()
+wb.figures.use_style()
 pd.set_option("display.max_colwidth", 80)
 # The random Qwen-Audio below writes arbitrary tokens; some have no glyph in the bundled font.
 warnings.filterwarnings("ignore", message="Glyph .* missing from font")
@@ -63,7 +54,7 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")
 
 # %%
 whisper = wb.load("whisper-base")
-clip = demo_clip("speech_en")
+clip = wb.demo.demo_clip("speech_en")
 t = wb.trace(whisper, STANDARD_PREFIX, clip.path, generate=40, dtype=torch.float16,
              capture=["decoder.layers.*.cross_attn.pattern", "decoder.layers.*.self_attn.pattern",
                       "encoder.layers.5.attn.pattern"])
@@ -82,14 +73,14 @@ t.positions[["position", "token", "kind", "group", "part", "tag_kind", "slot"]]
 
 # %%
 span = t.inputs.audios[0]
-plot_mel(span.mel[:, :mel_frames(span.n_samples)], n_samples=span.n_samples, title=f"log-mel · “{clip.text}”")
+wb.figures.plot_mel(span.mel[:, :wb.audio.mel_frames(span.n_samples)], n_samples=span.n_samples, title=f"log-mel · “{clip.text}”")
 
 # %% [markdown]
 # **The encoder.** Self-attention of the last encoder block over the clip's own frames (20 ms each),
 # averaged over its 8 heads. (Whisper's encoder always runs the 30 s window; the figure keeps the clip.)
 
 # %%
-plot_encoder_attention(t, 5)
+wb.figures.plot_encoder_attention(t, 5)
 
 # %% [markdown]
 # **Where each output word attends in time.** Whisper's generation config names the cross-attention
@@ -98,21 +89,21 @@ plot_encoder_attention(t, 5)
 
 # %%
 print("alignment heads (layer, head):", t.alignment_heads)
-plot_attention_over_time(t, "output", heads="alignment")
+wb.figures.plot_attention_over_time(t, "output", heads="alignment")
 
 # %% [markdown]
 # Averaged over every head of every layer instead, the same map is much more diffuse: the alignment
 # is carried by a few heads.
 
 # %%
-plot_attention_over_time(t, "output")
+wb.figures.plot_attention_over_time(t, "output")
 
 # %% [markdown]
 # One word, as a strip under the mel on the same time axis:
 
 # %%
 fox = int(t.positions.index[t.positions["token"] == " fox"][0])
-plot_audio_attention(t, fox, heads="alignment")
+wb.figures.plot_audio_attention(t, fox, heads="alignment")
 
 # %% [markdown]
 # **Attention mass per layer.** The share of the decoder's self-attention on the prompt's tags and on
@@ -120,7 +111,7 @@ plot_audio_attention(t, fox, heads="alignment")
 # cross-attention).
 
 # %%
-plot_attention_mass(t, "output")
+wb.figures.plot_attention_mass(t, "output")
 
 # %% [markdown]
 # **When does it decide?** The logit lens reads the residual stream after each decoder layer through
@@ -129,7 +120,7 @@ plot_attention_mass(t, "output")
 # first row (“embed”) just reads back the input token. “ box” (a rhyme) is followed for contrast.
 
 # %%
-lens = logit_lens(whisper, STANDARD_PREFIX, clip.path, position=fox - 1, generate=40, targets=[" fox", " box"])
+lens = wb.logit_lens(whisper, STANDARD_PREFIX, clip.path, position=fox - 1, generate=40, targets=[" fox", " box"])
 lens.to_pandas()
 
 # %%
@@ -146,7 +137,7 @@ scratch = tempfile.TemporaryDirectory()
 config = official_config(hidden=64, layers=4, heads=4, intermediate=256, audio_state=64, audio_layers=2,
                          audio_heads=4)
 model = wb.load(write_random_checkpoint(Path(scratch.name) / "qwen-audio-tiny", config))
-print(len(anatomy(model).points), "capture points, e.g.", list(anatomy(model).points)[:4])
+print(len(model.adapter.points), "capture points, e.g.", list(model.adapter.points)[:4])
 q = wb.trace(model, wb.preset("librispeech"), clip.path, generate=8,
              capture=["llm.layers.*.attn.pattern", "encoder.blocks.*.attn.pattern"])
 q
@@ -161,29 +152,29 @@ table = q.positions[["position", "label", "kind", "group", "part", "audio_token"
 pd.concat([table.head(4), table[table["part"] == "prompt"].tail(7), table[table["part"] == "output"].head(3)])
 
 # %%
-plot_encoder_attention(q, 1)
+wb.figures.plot_encoder_attention(q, 1)
 
 # %% [markdown]
 # The output tokens' attention over the audio tokens (LLM self-attention, all layers and heads): as a
 # strip under the mel, and as a token × time map.
 
 # %%
-plot_audio_attention(q, "output")
+wb.figures.plot_audio_attention(q, "output")
 
 # %%
-plot_attention_over_time(q, "output")
+wb.figures.plot_attention_over_time(q, "output")
 
 # %% [markdown]
 # Attention mass per layer of the output tokens: audio (including bos/eos), tags, text.
 
 # %%
-plot_attention_mass(q, "output")
+wb.figures.plot_attention_mass(q, "output")
 
 # %% [markdown]
 # The logit lens at the last prompt tag, following the model's own prediction and the tag `<|en|>`:
 
 # %%
-logit_lens(model, wb.preset("librispeech"), clip.path, targets=["<|en|>"]).to_pandas()
+wb.logit_lens(model, wb.preset("librispeech"), clip.path, targets=["<|en|>"]).to_pandas()
 
 # %% [markdown]
 # **Narrow captures.** Only text queries × audio keys, two heads, float16:
@@ -199,7 +190,7 @@ print({name: (tuple(x.shape), x.dtype) for name, x in narrow.activations.items()
 # %%
 try:
     wb.trace(model, wb.preset("librispeech"), clip.path, capture="llm.layers.*.attn.pattern", max_bytes=2**20)
-except TraceTooLargeError as error:
+except wb.errors.TraceTooLargeError as error:
     print(f"{type(error).__name__}: {error}")
 
 # %% [markdown]
@@ -208,10 +199,10 @@ except TraceTooLargeError as error:
 # the model and redraws the output tokens' attention over the audio.
 
 # %%
-AttentionBrowser(q)
+wb.widgets.AttentionBrowser(q)
 
 # %%
-TagEditor(model, clip.path, max_new_tokens=8)
+wb.widgets.TagEditor(model, clip.path, max_new_tokens=8)
 
 # %% [markdown]
 # Same calls on the real checkpoint: `wb.load("/path/to/Qwen-Audio")`, then `wb.trace(…)` with

@@ -42,18 +42,10 @@ import numpy as np
 import pandas as pd
 
 import workbench as wb
-from workbench.analysis.ablation import ablate
-from workbench.analysis.alignment import align, find_alignment_heads
-from workbench.analysis.attribution import attribute_audio, attribute_tags
-from workbench.demo import demo_clip
-from workbench.analysis.knockout import knockout_sweep
 from workbench.models.whisper import STANDARD_PREFIX
-from workbench.analysis.patching import patch_sweep
-from workbench.figures.style import use_style
 from workbench.synth.speech import Voice, speak_words
-from workbench.tags import drop_variants, preset, swap_variants
 
-use_style()
+wb.figures.use_style()
 pd.set_option("display.max_colwidth", 90)
 # nano and Whisper write a few characters the bundled font has no glyph for.
 warnings.filterwarnings("ignore", message="Glyph .* missing from font")
@@ -69,7 +61,7 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")
 
 # %%
 whisper = wb.load("whisper-base")
-english, german = demo_clip("speech_en"), demo_clip("speech_de")
+english, german = wb.demo.demo_clip("speech_en"), wb.demo.demo_clip("speech_de")
 variants = [
     (german, "base: German, transcribe", "<|startoftranscript|><|de|><|transcribe|><|notimestamps|>"),
     (german, "language swap de → en", "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"),
@@ -94,8 +86,8 @@ pd.DataFrame([{"clip": clip.name, "change": change, "prefix": prefix,
 # %%
 transcribe = "<|startoftranscript|><|de|><|transcribe|><|notimestamps|>"
 translate = "<|startoftranscript|><|de|><|translate|><|notimestamps|>"
-resid = patch_sweep(whisper, transcribe, translate, german.path,
-                    groups=["tags", "task", "timestamps", "text"])
+resid = wb.patch_sweep(whisper, transcribe, translate, german.path,
+                       groups=["tags", "task", "timestamps", "text"])
 print(f"log p of A's transcript: under A {resid.source:.2f}, under B {resid.clean:.2f} ({resid.measure})")
 resid.plot(value="recovery")
 
@@ -106,8 +98,8 @@ resid.plot(value="recovery")
 # patched runs' greedy outputs, scored by WER against the German sentence, say the same:
 
 # %%
-wer = patch_sweep(whisper, transcribe, translate, german.path, groups=["task", "timestamps"], layers=[0, 3, 5],
-                  score="wer", reference=german.text, max_new_tokens=24)
+wer = wb.patch_sweep(whisper, transcribe, translate, german.path, groups=["task", "timestamps"], layers=[0, 3, 5],
+                     score="wer", reference=german.text, max_new_tokens=24)
 print(f"WER of A's output {wer.source:.2f}, of B's {wer.clean:.2f}")
 wer.to_pandas()[["layer", "column", "score", "output"]]
 
@@ -117,7 +109,7 @@ wer.to_pandas()[["layer", "column", "score", "output"]]
 # early heads carry most of the task.
 
 # %%
-heads = patch_sweep(whisper, transcribe, translate, german.path, what="head")
+heads = wb.patch_sweep(whisper, transcribe, translate, german.path, what="head")
 heads.plot(value="recovery")
 
 # %%
@@ -130,7 +122,7 @@ heads.best(5)
 # time warping through it gives each word's start and end (openai/whisper's `timing.py` recipe).
 
 # %%
-words = align(whisper, STANDARD_PREFIX, english.path)
+words = wb.align(whisper, STANDARD_PREFIX, english.path)
 words.plot()
 
 # %%
@@ -145,13 +137,13 @@ words.to_pandas()
 # %%
 sentence = "my brother bought seven green apples at noon".split()
 speech = speak_words([(w, w, True) for w in sentence], Voice("en"), np.random.default_rng(1))
-ranking = find_alignment_heads(whisper, STANDARD_PREFIX, speech.audio, speech.words)
+ranking = wb.find_alignment_heads(whisper, STANDARD_PREFIX, speech.audio, speech.words)
 ranking.plot()
 
 # %%
 forced = " " + " ".join(sentence)
-configured = align(whisper, STANDARD_PREFIX, speech.audio, text=forced)
-found = align(whisper, STANDARD_PREFIX, speech.audio, text=forced, heads=ranking, top=6)
+configured = wb.align(whisper, STANDARD_PREFIX, speech.audio, text=forced)
+found = wb.align(whisper, STANDARD_PREFIX, speech.audio, text=forced, heads=ranking, top=6)
 pd.DataFrame({"word": sentence, "true start (s)": [w.start for w in speech.words],
               "config heads": [w.start for w in configured.words], "6 best heads": [w.start for w in found.words]})
 
@@ -168,7 +160,7 @@ found.plot()
 # %%
 nano = wb.load("nano")
 clip = str(english.path)
-asr = preset("librispeech")
+asr = wb.preset("librispeech")
 print(asr.render(), "→", repr(nano.generate(asr, [clip], max_new_tokens=24).text))
 
 # %% [markdown]
@@ -177,9 +169,9 @@ print(asr.render(), "→", repr(nano.generate(asr, [clip], max_new_tokens=24).te
 # next-token distribution and the change in log p of the base output.
 
 # %%
-variants = drop_variants(asr) + swap_variants(asr, slot="task") + swap_variants(asr, slot="audio_lang",
-                                                                                values=["de", "zh"])
-ablation = ablate(nano, clip, asr, variants=variants, max_new_tokens=16)
+variants = wb.tags.drop_variants(asr) + wb.tags.swap_variants(asr, slot="task") + wb.tags.swap_variants(asr, slot="audio_lang",
+                                                                                                        values=["de", "zh"])
+ablation = wb.ablate(nano, clip, asr, variants=variants, max_new_tokens=16)
 ablation.to_pandas(wide=True)[["output", "kl", "delta_logprob[base output]"]]
 
 # %%
@@ -190,10 +182,10 @@ ablation.plot()
 # absent = dropped) and over the audio (occlusion of 200 ms windows), both of log p(base output).
 
 # %%
-attribute_tags(nano, clip, asr).plot()
+wb.attribute_tags(nano, clip, asr).plot()
 
 # %%
-attribute_audio(nano, clip, asr, method="occlusion", window=5).plot()
+wb.attribute_audio(nano, clip, asr, method="occlusion", window=5).plot()
 
 # %% [markdown]
 # **Patching** transcribe → translate (English to German text) in the LLM. The audio positions come
@@ -202,18 +194,18 @@ attribute_audio(nano, clip, asr, method="occlusion", window=5).plot()
 # LLM and in the audio encoder.
 
 # %%
-speech_translate = preset("covost2", src="en", tgt="de").render()
-nano_resid = patch_sweep(nano, asr.render(), speech_translate, clip)
+speech_translate = wb.preset("covost2", src="en", tgt="de").render()
+nano_resid = wb.patch_sweep(nano, asr.render(), speech_translate, clip)
 nano_resid.plot(value="recovery")
 
 # %%
-patch_sweep(nano, asr.render(), speech_translate, clip, what="head").plot(value="recovery")
+wb.patch_sweep(nano, asr.render(), speech_translate, clip, what="head").plot(value="recovery")
 
 # %%
-knockout_sweep(nano, asr, clip, stack="llm").plot()
+wb.knockout_sweep(nano, asr, clip, stack="llm").plot()
 
 # %%
-knockout_sweep(nano, asr, clip, stack="encoder").plot()
+wb.knockout_sweep(nano, asr, clip, stack="encoder").plot()
 
 # %% [markdown]
 # **Alignment** through the LLM's self-attention from the text to the audio tokens. nano names no
@@ -221,11 +213,11 @@ knockout_sweep(nano, asr, clip, stack="encoder").plot()
 # starts with Whisper's cross-attention above.
 
 # %%
-nano_ranking = find_alignment_heads(nano, asr, speech.audio, speech.words, text=" ".join(sentence))
+nano_ranking = wb.find_alignment_heads(nano, asr, speech.audio, speech.words, text=" ".join(sentence))
 nano_ranking.plot()
 
 # %%
-nano_words = align(nano, asr, speech.audio, text=" ".join(sentence), heads=nano_ranking, top=4)
+nano_words = wb.align(nano, asr, speech.audio, text=" ".join(sentence), heads=nano_ranking, top=4)
 nano_words.plot()
 
 # %%

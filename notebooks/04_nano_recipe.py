@@ -41,17 +41,14 @@ import pandas as pd
 import torch
 from IPython.display import Audio, display
 
-import workbench
-from workbench.audio import SAMPLE_RATE, log_mel, mel_frames
+import workbench as wb
 from workbench.models.qwen_audio.nano import NANO_DIR, nano_evaluation
-from workbench.figures.attention import plot_mel
-from workbench.figures.style import use_style
 from workbench.synth import CorpusOptions, generate_corpus, read_manifest, task_prompt
 
 sys.path.insert(0, str(Path("..", "recipes").resolve()))   # the recipe's own functions
 from nano_data import batch_loss, build_sequence, pooled_frames, read_clip  # noqa: E402
 
-use_style()
+wb.figures.use_style()
 torch.set_num_threads(2)
 pd.set_option("display.max_colwidth", 120)
 
@@ -74,7 +71,7 @@ pd.DataFrame([{"task": r["task"], "seconds": round(r["duration"], 2),
 # %%
 for r in rows:
     print(f"{r['task']:5s} → {r['reference'][:80]}")
-    display(Audio(read_clip(r["audio_path"]), rate=SAMPLE_RATE))
+    display(Audio(read_clip(r["audio_path"]), rate=wb.audio.SAMPLE_RATE))
 
 # %% [markdown]
 # …and look at their log-mel spectrograms (each cropped to the clip's own frames):
@@ -83,7 +80,8 @@ for r in rows:
 fig, axes = plt.subplots(5, 2, figsize=(11, 12))
 for r, ax in zip(rows, axes.flat):
     samples = read_clip(r["audio_path"])
-    plot_mel(log_mel(samples)[:, : mel_frames(len(samples))], ax=ax, title=f"{r['task']} ({r['duration']:.1f} s)")
+    wb.figures.plot_mel(wb.log_mel(samples)[:, : wb.audio.mel_frames(len(samples))], ax=ax,
+                        title=f"{r['task']} ({r['duration']:.1f} s)")
 
 # %% [markdown]
 # ## 2 · The tag format, as the nano tokenizer reads it
@@ -93,7 +91,7 @@ for r, ax in zip(rows, axes.flat):
 # Qwen's). Every tag is one token; the ids are read off the tokenizer.
 
 # %%
-nano = workbench.load("nano")
+nano = wb.load("nano")
 tok = nano.tokenizer
 print(nano)
 print({"BPE ranks": tok.n_ranks, "<|endoftext|>": tok.endoftext_id, "<audio>": tok.audio_start_id,
@@ -123,14 +121,14 @@ print(f"{len(s.ids)} tokens: {s.n_prompt} prompt ({features[asr['audio_path']].s
 # the recipe's own loss.
 
 # %%
-student = workbench.load("nano")
+student = wb.load("nano")
 trainable = [p for n, p in student.encoder.named_parameters() if n.startswith(("ln_post", "proj", "audio_bos"))]
 trainable += list(student.llm.parameters())
 for parameter in trainable:   # a loaded model is frozen for inference
     parameter.requires_grad_(True)
 optimizer = torch.optim.AdamW(trainable, lr=1e-3)
 losses = []
-for step in range(8):
+for _ in range(8):
     loss, n_tokens = batch_loss(student.encoder, student.llm, sequences, features, tok.endoftext_id)
     optimizer.zero_grad()
     loss.backward()
@@ -180,7 +178,7 @@ pd.DataFrame([{"task": r["task"], "reference": r["reference"], "output": g.text}
 
 # %%
 speech = next(r for r in shipped if r["task"] == "asr")
-display(Audio(read_clip(clips / speech["audio"]), rate=SAMPLE_RATE))
+display(Audio(read_clip(clips / speech["audio"]), rate=wb.audio.SAMPLE_RATE))
 swaps = {"asr": task_prompt("asr", lang="en"), "aac": task_prompt("aac"), "asc": task_prompt("asc"),
          "ser": task_prompt("ser"), "mna": task_prompt("mna")}
 swaps |= {f"s2tt → {tgt}": task_prompt("s2tt", src="en", tgt=tgt) for tgt in ("de", "fr", "es", "zh")}

@@ -27,7 +27,6 @@ from workbench.audio import encoder_frames, log_mel
 from workbench.models.qwen_audio.encoder import AudioEncoder
 from workbench.tokenizer import QwenAudioTokenizer
 
-
 # --- Whisper → AudioEncoder -------------------------------------------------------------------
 
 _BLOCK_NAMES = {"self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key", "self_attn.v_proj": "attn.value",

@@ -48,16 +48,22 @@ from transformers import Qwen2ForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nano_bpe import train_ranks, write_ranks  # noqa: E402
 from nano_data import (  # noqa: E402
-    batch_loss, batches, build_sequence, check_features, compute_features, item_paths, read_clip,
+    batch_loss,
+    batches,
+    build_sequence,
+    check_features,
+    compute_features,
+    item_paths,
+    read_clip,
     whisper_encoder_state,
 )
 
 from workbench.models import registry  # noqa: E402
-from workbench.models.qwen_audio.nano import MAX_RANKS, NANO_SIZES, WHISPER_SOURCE, nano_config  # noqa: E402
-from workbench.models.qwen_audio.official_layout import generation_config, to_official_state_dict  # noqa: E402
 from workbench.models.qwen_audio import QwenAudio  # noqa: E402
 from workbench.models.qwen_audio.config import QwenAudioConfig  # noqa: E402
 from workbench.models.qwen_audio.encoder import AudioEncoder  # noqa: E402
+from workbench.models.qwen_audio.nano import MAX_RANKS, NANO_SIZES, WHISPER_SOURCE, nano_config  # noqa: E402
+from workbench.models.qwen_audio.official_layout import generation_config, to_official_state_dict  # noqa: E402
 from workbench.synth import read_manifest  # noqa: E402
 from workbench.tokenizer import TIKTOKEN_FILE, QwenAudioTokenizer  # noqa: E402
 

@@ -76,8 +76,9 @@ def tiny_clip(tiny_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):
     """A tiny random Whisper written to disk and loaded through `workbench.load`."""
-    import workbench
     from tiny_models import write_whisper
+
+    import workbench
 
     return workbench.load(write_whisper(tmp_path_factory.mktemp("whisper")))
 

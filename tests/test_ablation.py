@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 
 from workbench.analysis import scoring
 from workbench.analysis.ablation import AblationResult, ablate, describe_change
+from workbench.errors import TagPromptError
 from workbench.models.base import ModelInputs
 from workbench.tags import TagPrompt, drop_variants, permute_variants, preset, swap_variants
-from workbench.errors import TagPromptError
 
 CLIP = "1272-128104-0000.flac"
 TARGETS = {"transcript": " mister quilting", "end": "<|endoftext|>"}
@@ -96,7 +96,8 @@ def test_the_audio_is_encoded_once_and_the_prefix_run_once(model, clip, variants
 
     def record(_, args, kwargs):   # (positions already cached, positions run in this call)
         new = kwargs["inputs_embeds"] if kwargs.get("inputs_embeds") is not None else kwargs["input_ids"]
-        calls.append((kwargs[scoring._CACHE_ARG].get_seq_length(), new.shape[1]))
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        calls.append((cache.get_seq_length(), new.shape[1]))
 
     handle = model.llm.model.register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -216,7 +217,7 @@ def test_bad_inputs_say_what_to_do(model, clip):
         ablate(model, clip, base, variants=[base, base.render()])
     with pytest.raises(TypeError, match="variant 5 is a int"):
         ablate(model, clip, base, variants=[5])
-    with pytest.raises(TypeError, match="native Qwen-Audio model"):
+    with pytest.raises(TypeError, match="cannot run ablate on a object: give a model workbench.load returns"):
         ablate(object(), clip, base)
     with pytest.raises(TypeError, match="audio must be a path"):
         ablate(model, 3.5, base)

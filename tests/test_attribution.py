@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 
 from workbench.analysis.attribution import AudioAttribution, attribute_audio, attribute_tags
 from workbench.audio import SECONDS_PER_TOKEN
+from workbench.errors import TagPromptError
 from workbench.models.base import ModelInputs
 from workbench.tags import preset
-from workbench.errors import TagPromptError
 
 CLIP = "1272-128104-0000.flac"
 TARGET = " mister quilting"

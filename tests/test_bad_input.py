@@ -22,16 +22,20 @@ import torch
 
 import workbench as wb
 from workbench.audio import MIN_SAMPLES, audio_tokens, load_audio
-from workbench.errors import AudioError, LongAudioError, TruncatedAudioError
-from workbench.errors import TraceRequestError
-from workbench.errors import CheckpointError
+from workbench.errors import (
+    AudioError,
+    CheckpointError,
+    ContextTooLongError,
+    LongAudioError,
+    MissingWhisperTagsWarning,
+    TraceRequestError,
+    TruncatedAudioError,
+    UnknownTagWarning,
+)
 from workbench.models.base import ModelInputs
 from workbench.models.qwen2_audio import MIN_SAMPLES as QWEN2_MIN_SAMPLES
 from workbench.models.qwen_audio import QwenAudio
-from workbench.errors import ContextTooLongError
 from workbench.models.whisper import STANDARD_PREFIX
-from workbench.errors import MissingWhisperTagsWarning
-from workbench.errors import UnknownTagWarning
 
 CUT_BYTES = 93_702   # bytes kept of a longer 16-bit WAV: the example
 QWEN2_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>What does the person say?"
@@ -363,9 +367,10 @@ LOAD_CASES = [
 
 @pytest.mark.parametrize("case, call, error, problem, fix", LOAD_CASES, ids=[c[0] for c in LOAD_CASES])
 def test_bad_load(tmp_path, case, call, error, problem, fix):
+    from tiny_models import write_whisper
+
     import workbench.models.qwen2_audio  # noqa: F401  (reached as wb.models.… in the cases)
     import workbench.models.whisper  # noqa: F401
-    from tiny_models import write_whisper
 
     if call == "whisper-dir":
         directory = write_whisper(tmp_path / "whisper")

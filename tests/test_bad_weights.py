@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_ct2 import export_whisper, tiny_ct2_dir, write_model_bin
 from torch import nn
 
-from test_ct2 import export_whisper, tiny_ct2_dir, write_model_bin
+from workbench.errors import CheckpointError, CheckpointFileNotFoundError, NonFiniteWeightsError, WeightDtypeError
 from workbench.models import checkpoint, registry
 from workbench.models.checkpoint import load_into, tensor_index
-from workbench.errors import CheckpointError, CheckpointFileNotFoundError, NonFiniteWeightsError, WeightDtypeError
 from workbench.models.qwen_audio import load_qwen_audio
 from workbench.models.whisper import load_whisper
 
@@ -228,7 +228,8 @@ def test_values_that_overflow_the_load_dtype(tmp_path, stored, load_dtype, fix):
         module.weight = nn.Parameter(torch.empty(3))
     with pytest.raises(NonFiniteWeightsError, match=rf"weight in {re.escape(str(tmp_path))}/model.safetensors holds "
                                                     rf"values beyond .* overflow to inf in "
-                                                    rf"{str(load_dtype).removeprefix('torch.')} \(first in element 1 of 3\): {fix}"):
+                                                    rf"{str(load_dtype).removeprefix('torch.')} "
+                                                    rf"\(first in element 1 of 3\): {fix}"):
         load_into(module, tensor_index(tmp_path), lambda name: [(name, None)], dtype=load_dtype,
                   device=torch.device("cpu"))
 
@@ -440,7 +441,7 @@ def test_unwritable_cache_names_the_directory_and_workbench_cache(fake, tmp_path
         def convert(directory, out_dir, **_):
             (Path(out_dir) / "model.safetensors").write_bytes(b"half")
             raise OSError(28, "No space left on device", str(Path(out_dir) / "model.safetensors"))
-        monkeypatch.setattr("workbench.models.ctranslate2.convert_ct2_whisper", convert)
+        monkeypatch.setattr(registry, "convert_ct2_whisper", convert)   # the name registry converts with
     package = _snapshot(tmp_path / "site")
     with pytest.raises(registry.CacheNotWritableError) as caught:
         load_whisper_name(fake)
@@ -474,7 +475,7 @@ def test_a_failed_conversion_leaves_no_staging(fake, tmp_path, monkeypatch):
     def convert(directory, out_dir, **_):
         (Path(out_dir) / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("converter crashed")
-    monkeypatch.setattr("workbench.models.ctranslate2.convert_ct2_whisper", convert)
+    monkeypatch.setattr(registry, "convert_ct2_whisper", convert)   # the name registry converts with
     with pytest.raises(RuntimeError, match="converter crashed"):
         registry.ensure_converted(fake)
     assert _stagings(tmp_path / "cache") == [] and not (tmp_path / "cache" / "fake-whisper").exists()
@@ -527,14 +528,13 @@ import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {str(tmp_path / "site")!r})
 from workbench.models import registry
-import workbench.models.ctranslate2 as ct2
 
 def hang(directory, out_dir, **_):
     (Path(out_dir) / "model.safetensors").write_bytes(b"half")
     print("writing", flush=True)
     time.sleep(300)
 
-ct2.convert_ct2_whisper = hang
+registry.convert_ct2_whisper = hang
 f = json.loads({json.dumps(fields)!r})
 registry.ensure_converted(registry.PackagedModel(
     name="fake-whisper", family="whisper", format="ctranslate2",
@@ -558,9 +558,7 @@ registry.ensure_converted(registry.PackagedModel(
 
 def test_of_two_conversions_at_once_the_first_to_finish_is_kept(fake, tmp_path, monkeypatch):
     """Another process finishes while this one converts: this one discards its own and uses the other's."""
-    import workbench.models.ctranslate2 as ct2
-
-    real, racer = ct2.convert_ct2_whisper, {}
+    real, racer = registry.convert_ct2_whisper, {}
 
     def convert(directory, out_dir, **options):
         if not racer:   # the other process: converts from start to finish meanwhile
@@ -570,7 +568,7 @@ def test_of_two_conversions_at_once_the_first_to_finish_is_kept(fake, tmp_path, 
             racer["written"] = (target / "model.safetensors").stat().st_mtime_ns
         return real(directory, out_dir, **options)
 
-    monkeypatch.setattr(ct2, "convert_ct2_whisper", convert)
+    monkeypatch.setattr(registry, "convert_ct2_whisper", convert)
     directory = registry.ensure_converted(fake)
     assert (directory / "model.safetensors").stat().st_mtime_ns == racer["written"]
     assert not racer["staging"].exists() and _stagings(directory.parent) == []

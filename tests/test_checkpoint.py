@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from workbench.models.checkpoint import INDEX_FILE, load_into, read_config, tensor_index
 from workbench.errors import CheckpointError, CheckpointFileNotFoundError
+from workbench.models.checkpoint import INDEX_FILE, load_into, read_config, tensor_index
 
 
 class Tiny(nn.Module):

@@ -12,6 +12,8 @@ import json
 import os
 import struct
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 import pytest
@@ -19,10 +21,15 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
+from workbench.errors import Ct2FormatError, UnknownModelError
 from workbench.models import registry
-from workbench.errors import UnknownModelError
-from workbench.models.ctranslate2 import build_tokenizer, load_ct2_whisper, read_ct2_model, restore_merges, whisper_state_dict
-from workbench.errors import Ct2FormatError
+from workbench.models.ctranslate2 import (
+    build_tokenizer,
+    load_ct2_whisper,
+    read_ct2_model,
+    restore_merges,
+    whisper_state_dict,
+)
 from workbench.models.whisper import load_whisper
 
 CODES = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,
@@ -39,7 +46,7 @@ def _string(text: str) -> bytes:
     return struct.pack("<H", len(raw)) + raw
 
 
-def write_model_bin(path: Path, variables: dict[str, tuple[np.ndarray, int]], aliases: dict[str, str] = {},
+def write_model_bin(path: Path, variables: dict[str, tuple[np.ndarray, int]], aliases: Mapping[str, str] = MappingProxyType({}),
                     spec: str = "WhisperSpec", version: int = 6, revision: int = 3) -> Path:
     """variables: name → (array, dtype code); bfloat16 arrays are given as their uint16 bits."""
     out = [struct.pack("<I", version), _string(spec), struct.pack("<II", revision, len(variables))]

@@ -15,9 +15,19 @@ import pytest
 import soundfile as sf
 
 from workbench.audio import load_audio
-from workbench.evaluation.readers import (READERS, DatasetLayoutError, ExcludedItemsWarning, read_aishell1,
-                                          read_clotho_aqa, read_dataset, read_librispeech, read_meld,
-                                          read_official_jsonl, read_tut2017, read_word_times)
+from workbench.evaluation.readers import (
+    READERS,
+    DatasetLayoutError,
+    ExcludedItemsWarning,
+    read_aishell1,
+    read_clotho_aqa,
+    read_dataset,
+    read_librispeech,
+    read_meld,
+    read_official_jsonl,
+    read_tut2017,
+    read_word_times,
+)
 from workbench.evaluation.replicas import REPLICAS, build_replicas, read_replica, synthetic_item
 
 N = 4  # items per replica in the module's build

@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from tiny_models import WHISPER_PREFIX, write_whisper
 
 import workbench
-from tiny_models import WHISPER_PREFIX, write_whisper
-from workbench.demo import demo_path
 from workbench.analysis.lens import LensResult, logit_lens
-from workbench.tags import preset, token_id
 from workbench.analysis.trace import trace
+from workbench.demo import demo_path
 from workbench.errors import TraceRequestError
+from workbench.tags import preset, token_id
 
 ASR = preset("librispeech")   # a TagPrompt: the model puts <audio>…</audio> in front
 

@@ -19,8 +19,8 @@ import torch
 
 import workbench
 from workbench.errors import CheckpointError, CheckpointFileNotFoundError
-from workbench.models.qwen_audio.nano import MAX_RANKS, NANO_DIR, load_nano, nano_config, nano_evaluation
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
+from workbench.models.qwen_audio.nano import MAX_RANKS, NANO_DIR, load_nano, nano_config, nano_evaluation
 from workbench.tags import SPECIAL_TOKENS
 from workbench.tokenizer import QwenAudioTokenizer
 

@@ -43,7 +43,8 @@ def test_the_cache_is_keyed_by_content_not_by_path(encoder, clips, tmp_path, mon
     cache = tmp_path / "features.pt"
     first = nano_data.compute_features(encoder, clips, cache)
     # a span is [bos, tokens…, eos]: the cached frames are the tokens between
-    assert [first[p].shape[0] + 2 for p in clips] == [audio_span_tokens(16000), audio_span_tokens(40000)] and first[clips[0]].dtype == torch.float16
+    assert [first[p].shape[0] + 2 for p in clips] == [audio_span_tokens(16000), audio_span_tokens(40000)]
+    assert first[clips[0]].dtype == torch.float16
     moved = tmp_path / "elsewhere" / "renamed.flac"
     moved.parent.mkdir()
     shutil.copyfile(clips[1], moved)

@@ -11,14 +11,22 @@ import torch
 from safetensors import safe_open
 
 from workbench.audio import audio_span_tokens, load_audio
-from workbench.models.checkpoint import INDEX_FILE, SINGLE_FILE, tensor_index
 from workbench.errors import UnsupportedDtypeError
-from workbench.models.qwen_audio.official_layout import (
-    REAL_CONFIG, generation_config, official_config, official_part, official_shapes, save_qwen_audio, sinusoids,
-    to_official_state_dict, write_random_checkpoint, write_synthetic_tiktoken,
-)
+from workbench.models.checkpoint import INDEX_FILE, SINGLE_FILE, tensor_index
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
 from workbench.models.qwen_audio.config import parameter_counts
+from workbench.models.qwen_audio.official_layout import (
+    REAL_CONFIG,
+    generation_config,
+    official_config,
+    official_part,
+    official_shapes,
+    save_qwen_audio,
+    sinusoids,
+    to_official_state_dict,
+    write_random_checkpoint,
+    write_synthetic_tiktoken,
+)
 from workbench.tags import N_BPE_RANKS, SPECIAL_TOKENS
 from workbench.tokenizer import QwenAudioTokenizer
 

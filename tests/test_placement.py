@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import workbench
-from workbench.models.qwen_audio import load_qwen_audio
-from workbench.models.placement import auto_device_map, dispatch, plan_units, resolve_device_map, unit_of
 from workbench.errors import DeviceMapError
+from workbench.models.placement import auto_device_map, dispatch, plan_units, resolve_device_map, unit_of
+from workbench.models.qwen_audio import load_qwen_audio
 
 PROMPT = "<audio>{clip}</audio><|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"
 

@@ -12,8 +12,15 @@ from matplotlib.figure import Figure
 
 from workbench.audio import SAMPLE_RATE, audio_tokens, load_audio, log_mel, mel_frames
 from workbench.demo import demo_clip
-from workbench.figures.clip import (MAX_GRID_LINES, MAX_TOKEN_LABELS, PADDING_GID, TOKEN_GRID_GID, plot_mel,
-                             plot_waveform, token_grid_steps)
+from workbench.figures.clip import (
+    MAX_GRID_LINES,
+    MAX_TOKEN_LABELS,
+    PADDING_GID,
+    TOKEN_GRID_GID,
+    plot_mel,
+    plot_waveform,
+    token_grid_steps,
+)
 from workbench.figures.style import STYLE, publication_style, save_figure, use_style
 
 

@@ -7,16 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from tiny_models import WHISPER_ALIGNMENT_HEADS, WHISPER_PREFIX, write_whisper
 
 import workbench
-from tiny_models import WHISPER_ALIGNMENT_HEADS, WHISPER_PREFIX, write_whisper
+from workbench.analysis.trace import trace
 from workbench.audio import encoder_frames
 from workbench.demo import demo_path
-from workbench.figures.attention import (TIME_MAP_MAX_ROWS, plot_attention_mass, plot_attention_over_time,
-                             plot_attention_pattern, plot_audio_attention, plot_encoder_attention)
-from workbench.tags import preset
-from workbench.analysis.trace import trace
 from workbench.errors import TraceRequestError
+from workbench.figures.attention import (
+    TIME_MAP_MAX_ROWS,
+    plot_attention_mass,
+    plot_attention_over_time,
+    plot_attention_pattern,
+    plot_audio_attention,
+    plot_encoder_attention,
+)
+from workbench.tags import preset
 
 N_SAMPLES = 93_680      # 1272-128104-0000.flac: 5.855 s, 293 encoder frames, 146 audio tokens
 

@@ -11,14 +11,22 @@ import pytest
 import soundfile
 import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
-from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, \
-    Qwen2TokenizerFast, WhisperFeatureExtractor
+from transformers import (
+    Qwen2AudioConfig,
+    Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
+    Qwen2TokenizerFast,
+    WhisperFeatureExtractor,
+)
 
-from workbench.errors import UnsupportedDtypeError
+from workbench.errors import (
+    NotAQwen2AudioDirectoryError,
+    Qwen2AudioPromptError,
+    UnknownTagWarning,
+    UnsupportedDtypeError,
+)
 from workbench.models.qwen2_audio import audio_token_count, load_qwen2_audio
-from workbench.errors import NotAQwen2AudioDirectoryError, Qwen2AudioPromptError
 from workbench.tags import TagPrompt
-from workbench.errors import UnknownTagWarning
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 NATIVE = "<|audio_bos|><|AUDIO|><|audio_eos|>Generate the caption in English:"

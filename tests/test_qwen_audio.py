@@ -16,14 +16,18 @@ import pytest
 import torch
 
 from workbench.audio import load_audio
-from workbench.models.checkpoint import resolve_dtype
-from workbench.errors import CheckpointError, CheckpointFileNotFoundError
+from workbench.errors import (
+    AudioTagError,
+    CheckpointError,
+    CheckpointFileNotFoundError,
+    ContextTooLongError,
+    UnsupportedDtypeError,
+)
 from workbench.models.base import ModelInputs
+from workbench.models.checkpoint import resolve_dtype
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
-from workbench.errors import ContextTooLongError, UnsupportedDtypeError
 from workbench.models.qwen_audio.config import parameter_counts
 from workbench.tags import AUDIO_PAD_ID, ENDOFTEXT_ID, IM_END_ID, IM_START_ID, TagPrompt
-from workbench.errors import AudioTagError
 
 CASES = (0, 1, 2)
 N_GENERATED = 8

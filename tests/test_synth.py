@@ -11,11 +11,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from workbench.synth import (SPLITS, TASKS, CorpusOptions, generate_corpus, read_manifest, split_of, split_sizes,
-                             task_prompt)
-from workbench.synth import grammar, mixtures, notes, scenes, speech, splits, vocal
-from workbench.errors import CorpusError
-from workbench.errors import MissingToolError
+from workbench.errors import CorpusError, MissingToolError
+from workbench.synth import (
+    SPLITS,
+    TASKS,
+    CorpusOptions,
+    generate_corpus,
+    grammar,
+    mixtures,
+    notes,
+    read_manifest,
+    scenes,
+    speech,
+    split_of,
+    split_sizes,
+    splits,
+    task_prompt,
+    vocal,
+)
 from workbench.tags import TagPrompt
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("fluidsynth") is None
@@ -163,9 +176,9 @@ def test_every_label_has_content_in_every_split():
     rng = np.random.default_rng(0)
     for split in SPLITS:
         for label in vocal.LABELS:
-            assert splits.draw(rng, split, lambda r: vocal.sample_vocal(r, label), lambda v: v.key).label == label
+            assert splits.draw(rng, split, lambda r, label=label: vocal.sample_vocal(r, label), lambda v: v.key).label == label
         for family in notes.FAMILIES:
-            assert splits.draw(rng, split, lambda r: notes.sample_note(r, family), lambda n: n.key).family == family
+            assert splits.draw(rng, split, lambda r, family=family: notes.sample_note(r, family), lambda n: n.key).family == family
 
 
 # --- exact labels ------------------------------------------------------------------------------

@@ -6,8 +6,28 @@ from collections import Counter
 
 import pytest
 
-from workbench.tags import AUDIO_END_ID, AUDIO_PAD_ID, AUDIO_START_ID, ENDOFTEXT_ID, IM_END_ID, IM_START_ID, PRESETS, SLOT_VALUES, SPECIAL_TOKENS, TIME_ZERO_ID, TagPrompt, check_tags, drop_variants, is_tag, permute_variants, preset, swap_variants, time_tag, token_id
 from workbench.errors import TagPromptError, UnknownTagWarning
+from workbench.tags import (
+    AUDIO_END_ID,
+    AUDIO_PAD_ID,
+    AUDIO_START_ID,
+    ENDOFTEXT_ID,
+    IM_END_ID,
+    IM_START_ID,
+    PRESETS,
+    SLOT_VALUES,
+    SPECIAL_TOKENS,
+    TIME_ZERO_ID,
+    TagPrompt,
+    check_tags,
+    drop_variants,
+    is_tag,
+    permute_variants,
+    preset,
+    swap_variants,
+    time_tag,
+    token_id,
+)
 
 # Reference §3: the exact strings of the official evaluation scripts (eval_audio/*.py).
 OFFICIAL_PROMPTS = [

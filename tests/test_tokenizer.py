@@ -3,12 +3,10 @@ from __future__ import annotations
 import warnings
 
 import pytest
-import torch
 
+from workbench.errors import AudioTagError, UnknownTagWarning
 from workbench.tags import AUDIO_END_ID, AUDIO_PAD_ID, AUDIO_START_ID, SPECIAL_TOKENS, preset
-from workbench.errors import UnknownTagWarning
 from workbench.tokenizer import QwenAudioTokenizer, audio_refs, from_list_format
-from workbench.errors import AudioTagError
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import WHISPER_PREFIX, write_qwen2_audio, write_whisper
 
 import workbench
-from tiny_models import WHISPER_PREFIX, write_qwen2_audio, write_whisper
 from workbench.analysis import capture
+from workbench.analysis.trace import DEFAULT_MAX_BYTES, capture_names, trace
 from workbench.audio import audio_tokens
 from workbench.demo import demo_path
-from workbench.analysis.trace import DEFAULT_MAX_BYTES, capture_names, trace
-from workbench.errors import TraceRequestError, TraceTooLargeError
+from workbench.errors import TraceRequestError, TraceTooLargeError, UnsupportedModelError
 
 ASR = "<|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"
 
@@ -218,7 +218,7 @@ def test_missing_name_says_whether_it_can_be_captured(full):
 
 
 def test_an_object_that_is_no_workbench_model_is_refused():
-    with pytest.raises(capture.UnsupportedModelError, match="cannot trace a str"):
+    with pytest.raises(UnsupportedModelError, match="cannot run trace on a str"):
         trace("whisper-base", ASR)
 
 

@@ -12,16 +12,24 @@ import pytest
 import soundfile
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, \
-    WhisperTokenizer
+from transformers import (
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
+)
 
-from workbench.errors import UnsupportedDtypeError
+from workbench.errors import (
+    NotAWhisperDirectoryError,
+    UnknownModelError,
+    UnknownTagWarning,
+    UnsupportedDtypeError,
+    WhisperPromptError,
+)
 from workbench.models import registry
-from workbench.errors import UnknownModelError
 from workbench.models.whisper import STANDARD_PREFIX, load_whisper
-from workbench.errors import NotAWhisperDirectoryError, WhisperPromptError
 from workbench.tags import TagPrompt
-from workbench.errors import UnknownTagWarning
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>",
             "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]

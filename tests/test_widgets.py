@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import workbench
-from workbench.tags import TagPrompt, preset
 from workbench.analysis.trace import trace
+from workbench.tags import TagPrompt, preset
 from workbench.widgets import MEAN, NONE, AttentionBrowser, TagEditor
 
 

@@ -25,8 +25,13 @@ def _byte_level() -> Tokenizer:
 
 
 def write_whisper(directory: Path, seed: int = 0) -> Path:
-    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperProcessor, WhisperTokenizer)
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     eos = WHISPER_SPECIALS[0]
     tokenizer = WhisperTokenizer(tokenizer_object=_byte_level(), unk_token=eos, bos_token=eos, eos_token=eos,
@@ -46,8 +51,13 @@ def write_whisper(directory: Path, seed: int = 0) -> Path:
 
 
 def write_qwen2_audio(directory: Path, seed: int = 0) -> Path:
-    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
-                              Qwen2TokenizerFast, WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        Qwen2TokenizerFast,
+        WhisperFeatureExtractor,
+    )
 
     eos = QWEN2_AUDIO_SPECIALS[0]
     tokenizer = Qwen2TokenizerFast(tokenizer_object=_byte_level(), eos_token=eos, pad_token=eos, unk_token=None,

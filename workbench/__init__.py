@@ -1,16 +1,41 @@
 """Qwen-Audio Workbench: load a model, build tag prompts, look inside.
 
     import workbench as wb
-    model = wb.load("whisper-base")              # or a local Qwen-Audio checkpoint directory
+    model = wb.load("whisper-base")              # or "nano", or a local Qwen-Audio checkpoint directory
     audio = wb.load_audio("clip.flac")
     prompt = wb.preset("librispeech", lang="en")
     print(model.generate(prompt, audio).text)
     t = wb.trace(model, prompt, audio, capture="decoder.layers.*.cross_attn.pattern")
+    wb.figures.plot_mel(wb.log_mel(audio))
+
+The verbs are here; the layers they come from are, from the bottom: `errors`, `audio`, `tags`,
+`tokenizer`, `models` and `figures`, `analysis`, `chat`, `widgets` (pyproject.toml's import
+contract). Which analysis works for which model family: `wb.capability_table()`.
 """
+from workbench import audio, demo, errors, figures, tags, widgets
+from workbench.analysis.ablation import ablate
+from workbench.analysis.alignment import align, find_alignment_heads
+from workbench.analysis.attribution import attribute_audio, attribute_tags
+from workbench.analysis.capabilities import capability_table
+from workbench.analysis.knockout import knockout_sweep
+from workbench.analysis.lens import logit_lens
+from workbench.analysis.patching import patch_sweep
+from workbench.analysis.trace import trace
 from workbench.audio import load_audio, log_mel
+from workbench.chat import Chat
 from workbench.models.loading import load
 from workbench.tags import TagPrompt, preset
-from workbench.analysis.trace import trace
 
-__all__ = ["load", "load_audio", "log_mel", "TagPrompt", "preset", "trace"]
+__all__ = [
+    # load a model, a clip, a prompt
+    "load", "load_audio", "log_mel", "preset", "TagPrompt",
+    # look inside
+    "trace", "logit_lens", "ablate", "attribute_tags", "attribute_audio", "patch_sweep", "knockout_sweep",
+    "align", "find_alignment_heads", "capability_table",
+    # talk
+    "Chat",
+    # the modules a notebook reaches into: clips and their time grid, tags, figures, the demo clips,
+    # the exceptions, the ipywidgets explorers
+    "audio", "tags", "figures", "demo", "errors", "widgets",
+]
 __version__ = "0.1.0"

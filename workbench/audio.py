@@ -47,8 +47,8 @@ import soundfile
 import soxr
 import torch
 
-from workbench.audio_checks import check_min_length, check_peak, check_truncation, is_url, promised_frames, url_message
-from workbench.errors import AudioError, LongAudioError, TruncatedAudioError
+from workbench.audio_checks import check_peak, check_truncation, is_url, promised_frames, url_message
+from workbench.errors import AudioError, LongAudioError
 
 SAMPLE_RATE = 16000
 N_FFT = 400

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from workbench.errors import AudioError, LongAudioError, TruncatedAudioError, _AdvisedAudioError
+
+from workbench.errors import AudioError, TruncatedAudioError
 
 _MAX_CHUNKS = 64   # a WAV has a handful of chunks before `data`; stop walking garbage early
 PEAK_LIMIT = 2.0   # above this a signal is not float audio in [-1, 1] at all (e.g. int16 values as float)

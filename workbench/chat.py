@@ -33,11 +33,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from workbench.analysis.capabilities import require
 from workbench.audio import audio_span_tokens
-from workbench.models.base import Generation, ModelInputs
-from workbench.models.qwen_audio import QwenAudio
-from workbench.tokenizer import DEFAULT_SYSTEM, MAX_WINDOW, QwenAudioTokenizer, audio_refs, from_list_format
 from workbench.errors import ChatInputError
+from workbench.models.base import AudioLM, Generation, ModelInputs
+from workbench.tokenizer import DEFAULT_SYSTEM, MAX_WINDOW, QwenAudioTokenizer, audio_refs, from_list_format
 
 __all__ = ["Chat", "ChatInputError", "ChatTurn", "response_text"]
 
@@ -86,12 +86,10 @@ class Chat:
     history: earlier (query, response) pairs to continue from. max_window: history budget in tokens.
     """
 
-    def __init__(self, model: QwenAudio, system: str = DEFAULT_SYSTEM, *, numbering: str = "per_message",
+    def __init__(self, model: AudioLM, system: str = DEFAULT_SYSTEM, *, numbering: str = "per_message",
                  space_after_colon: bool = False, audio_dir: str | Path | None = None,
                  history: Sequence[tuple[str, str]] = (), max_window: int = MAX_WINDOW):
-        if not isinstance(model, QwenAudio):
-            raise TypeError(f"Chat needs a Qwen-Audio v1 model (workbench.load of a Qwen-Audio-Chat checkpoint), "
-                            f"not {type(model).__name__}")
+        require(model, "Chat")   # a family that writes the official ChatML context (Qwen-Audio)
         if model.family != "qwen-audio-chat":
             warnings.warn("this is the base Qwen-Audio, trained on tag prompts, not on ChatML: its replies to a "
                           "chat are not meaningful; load the Qwen-Audio-Chat checkpoint (or pass chat=True to "
@@ -121,7 +119,7 @@ class Chat:
     def ask(self, query: str | Sequence[Mapping[str, str | Path]], *, max_new_tokens: int = 512) -> str:
         """Send one message; returns the response and appends (query, response) to the history."""
         text = self.query_text(query)
-        tokenizer = self.model.tokenizer
+        tokenizer = self.model.adapter.chat
         samples = [self._read(ref) for ref in self._conversation_refs(text)]
         spans = [audio_span_tokens(len(clip)) for clip in samples]
         context = tokenizer.chat_context(text, self._history, self.system, spans, self.max_window)

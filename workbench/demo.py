@@ -16,6 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
+
 from workbench.errors import UnknownDemoClipError
 
 LABELS = "labels.jsonl"

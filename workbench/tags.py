@@ -17,6 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
 from workbench.errors import TagPromptError, UnknownTagWarning
 
 # ---------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from typing import Iterable, Mapping, Sequence
 
 import tiktoken
 
-from workbench.tags import IM_END_ID, IM_START_ID, N_BPE_RANKS, SPECIAL_TOKENS, check_tags
 from workbench.errors import AudioTagError
+from workbench.tags import IM_END_ID, IM_START_ID, N_BPE_RANKS, SPECIAL_TOKENS, check_tags
 
 TIKTOKEN_FILE = "qwen.tiktoken"
 SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"

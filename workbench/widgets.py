@@ -13,14 +13,15 @@ import io
 from typing import Any
 
 import ipywidgets as widgets
+from IPython.display import display
 from matplotlib.figure import Figure
 
+from workbench.analysis.capabilities import require
+from workbench.analysis.trace import Trace, trace
+from workbench.errors import TagPromptError
 from workbench.figures.attention import plot_attention_pattern, plot_audio_attention
-from workbench.analysis.capture import anatomy
 from workbench.figures.style import publication_style
 from workbench.tags import SLOT_VALUES, TagPrompt
-from workbench.errors import TagPromptError
-from workbench.analysis.trace import Trace, trace
 
 MEAN = "mean"       # the head control's value for the mean over heads
 NONE = "(none)"     # a tag slot left out of the prompt
@@ -89,7 +90,6 @@ class AttentionBrowser:
         self.image.value = _png(fig)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
         display(self.widget)
 
 
@@ -132,9 +132,9 @@ class TagEditor:
             self.prompt_text.value = f"<b>invalid prompt</b>: {error}"
             return
         self.prompt_text.value = f"<code>{_escape(prompt.render())}</code>"
-        parts = anatomy(self.model)
-        capture = parts.patterns[parts.audio_attention].format("*")
-        cross = parts.audio_attention == "cross"
+        adapter = require(self.model, "trace")
+        capture = adapter.patterns[adapter.audio_attention].format("*")
+        cross = adapter.audio_attention == "cross"
         self.trace = trace(self.model, prompt, self.audio, capture=capture, layers=self.layers,
                            generate=self.max_new_tokens, rows=["last", "output"],
                            cols=None if cross else "audio", logits="last")
@@ -146,7 +146,6 @@ class TagEditor:
         self.image.value = _png(fig)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
         display(self.widget)
 
 

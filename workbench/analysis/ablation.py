@@ -20,13 +20,15 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
 from workbench.analysis import scoring
+from workbench.analysis.capabilities import require
+from workbench.errors import TagPromptError
 from workbench.figures.ablation import plot_ablation
 from workbench.tags import SLOTS, TagPrompt, TagVariant, drop_variants, permute_variants, swap_variants
-from workbench.errors import TagPromptError
 
 VARIANT_SETS = ("drop", "swap", "permute", "all")
 BASE_OUTPUT = "base output"  # the target's name when none is given: the base prompt's greedy output
@@ -87,8 +89,6 @@ class AblationResult:
         `mean_logprob` (per token), `delta_logprob` (variant − base) and, with two or more
         targets, `label_share`. wide=True: one row per variant (base first), with its greedy
         `output` and a column per measure, named `measure[target]` for per-target measures."""
-        import pandas as pd
-
         shares = self.label_shares() if len(self.targets) > 1 else None
         records = []
         for r, row in enumerate(self.rows):
@@ -113,8 +113,6 @@ class AblationResult:
     def shifts(self):
         """The top-k gains and losses per variant as a table: variant, direction, rank, token, id,
         p_base, p_variant, delta."""
-        import pandas as pd
-
         return pd.DataFrame.from_records(
             [{"variant": row.label, "direction": direction, "rank": rank, **{f.name: getattr(s, f.name)
               for f in fields(s)}, "delta": s.delta}
@@ -145,7 +143,7 @@ def ablate(model, audio: Any, base_prompt: TagPrompt | str,
       answer position. max_new_tokens: length of each greedy output. batch_size: rows (variant ×
       target) per LLM call; each row holds a copy of the audio prefix's keys and values.
     """
-    scoring.check_native(model, "ablate")
+    require(model, "ablate")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k={top_k!r}: give a positive number of tokens")
     base, base_tags = _base(base_prompt)

@@ -36,13 +36,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.figures.interventions import plot_head_ranking
-from workbench.figures.interventions import plot_word_alignment
-from workbench.audio import ENCODER_FRAME_SECONDS, SECONDS_PER_TOKEN, encoder_frames, mel_frames
-from workbench.models.base import ModelInputs
+from workbench.analysis.capabilities import require
 from workbench.analysis.interventions import prompt_inputs
 from workbench.analysis.trace import trace
+from workbench.audio import encoder_frames, mel_frames
 from workbench.errors import AlignmentError
+from workbench.figures.interventions import plot_head_ranking, plot_word_alignment
+from workbench.models.adapter import Adapter
+from workbench.models.base import ModelInputs
 
 MEDFILT_WIDTH = 7        # timing.py's median filter width, in time steps
 WORD_SPLITS = ("spaces", "tokens")
@@ -91,7 +92,7 @@ def align(model: Any, prompt: Any, audio: Any = None, *, text: str | None = None
       or every head for a model that names none.
     """
     _check_words(words)
-    _shape(model)
+    require(model, "align")
     inputs = prompt_inputs(model, prompt, audio, audio_dir)
     ids = _text_ids(model, inputs, text, max_new_tokens)
     weights, pairs, step_s = _attention(model, inputs, ids, heads, top)
@@ -110,24 +111,22 @@ def _check_words(words: str) -> None:
         raise AlignmentError(f"words={words!r}: choose one of {WORD_SPLITS}")
 
 
-def _is_text(model: Any, token: int) -> bool:
+def _is_text(adapter: Adapter, token: int) -> bool:
     """A word piece, not a tag, timestamp or stop token (these come after the word pieces' ids)."""
-    first_special = (model.tokenizer.eos_token_id if getattr(model, "family", None) == "whisper"
-                     else model.tokenizer.endoftext_id)
-    return token < first_special
+    return token < adapter.first_special_id
 
 
 def _text_ids(model: Any, inputs: ModelInputs, text: str | None, max_new_tokens: int) -> list[int]:
+    adapter = model.adapter
     if text is None:
-        ids = [t for t in model.generate(inputs, max_new_tokens=max_new_tokens).ids if _is_text(model, t)]
+        ids = [t for t in model.generate(inputs, max_new_tokens=max_new_tokens).ids if _is_text(adapter, t)]
         if not ids:
             raise AlignmentError("the model's greedy output holds no text to align: pass text= the words spoken")
         return ids
     if not isinstance(text, str) or not text.strip():
         raise AlignmentError(f"text={text!r}: give the words spoken, e.g. ' the quick brown fox'")
-    ids = (model.tokenizer.encode(text, add_special_tokens=False) if getattr(model, "family", None) == "whisper"
-           else model.tokenizer.encode(text))
-    tags = [t for t in ids if not _is_text(model, t)]
+    ids = adapter.encode_text(text)
+    tags = [t for t in ids if not _is_text(adapter, t)]
     if tags:
         raise AlignmentError(f"text={text!r} holds tags or special tokens ({model.decode(tags)}): give plain words")
     return ids
@@ -136,42 +135,37 @@ def _text_ids(model: Any, inputs: ModelInputs, text: str | None, max_new_tokens:
 def _attention(model: Any, inputs: ModelInputs, ids: list[int], heads: Any,
                top: int) -> tuple[torch.Tensor, list[tuple[int, int]], float]:
     """(pairs, text tokens + 1, time steps) attention of the chosen heads, renormalised over the clip."""
-    whisper = getattr(model, "family", None) == "whisper"
-    template = "decoder.layers.{}.cross_attn.pattern" if whisper else "llm.layers.{}.attn.pattern"
+    adapter = model.adapter
+    template = adapter.patterns[adapter.audio_attention]
+    cross = adapter.audio_attention == "cross"   # keys are encoder frames, not positions of the sequence
     full = inputs.extended(ids)
     rows = list(range(inputs.length - 1, full.length))
-    n_layers, n_heads = _shape(model)
-    pairs = _heads(model, heads, top, n_layers, n_heads)
+    pairs = _heads(adapter, heads, top)
     layers = sorted({layer for layer, _ in pairs})
     captured = trace(model, full, capture=[template.format(layer) for layer in layers], rows=rows,
-                     cols=None if whisper else "audio", logits="last")
-    if whisper:
-        steps, step_s = encoder_frames(inputs.audios[0].n_samples), ENCODER_FRAME_SECONDS
+                     cols=None if cross else "audio", logits="last")
+    if cross:   # the encoder runs the 30 s window: keep the clip's own frames
+        steps = encoder_frames(inputs.audios[0].n_samples)
         per_layer = {layer: captured[template.format(layer)][..., :steps] for layer in layers}
     else:
         cols, tokens = captured.audio_cols(0)
-        step_s = SECONDS_PER_TOKEN
         per_layer = {layer: captured[template.format(layer)][..., cols[np.argsort(tokens)]] for layer in layers}
     weights = torch.stack([per_layer[layer][head] for layer, head in pairs]).double()
-    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-30), pairs, step_s
+    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-30), pairs, adapter.step_seconds
 
 
-def _shape(model: Any) -> tuple[int, int]:
-    if getattr(model, "family", None) == "whisper":
-        return model.config.decoder_layers, model.config.decoder_attention_heads
-    if hasattr(model, "llm"):
-        return model.llm.config.num_hidden_layers, model.llm.config.num_attention_heads
-    raise AlignmentError(f"alignment supports Whisper and native Qwen-Audio v1 (and nano), not "
-                         f"{type(model).__name__} ({getattr(model, 'family', '?')})")
+def _shape(adapter: Adapter) -> tuple[int, int]:
+    """Layers and heads of the attention that reaches the audio (the token sequence's stack)."""
+    return len(adapter.sequence.layers), adapter.sequence.n_heads
 
 
-def _heads(model: Any, heads: Any, top: int, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+def _heads(adapter: Adapter, heads: Any, top: int) -> list[tuple[int, int]]:
+    n_layers, n_heads = _shape(adapter)
     if isinstance(heads, HeadRanking):
         heads = heads.top(top)
     elif heads is None:
-        named = getattr(getattr(getattr(model, "model", None), "generation_config", None), "alignment_heads", None)
-        if named:
-            return [(int(layer), int(head)) for layer, head in named]
+        if adapter.alignment_heads:
+            return list(adapter.alignment_heads)
         return [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     pairs = [tuple(pair) for pair in heads]
     bad = [p for p in pairs if len(p) != 2 or not all(isinstance(x, (int, np.integer)) for x in p)
@@ -300,9 +294,9 @@ def find_alignment_heads(model: Any, prompt: Any, audio: Any, words: Sequence[An
     known = [(w.word, float(w.start)) if hasattr(w, "start") else (str(w[0]), float(w[1])) for w in words]
     if not known:
         raise AlignmentError("words is empty: give the spoken words with their start times")
-    n_layers, n_heads = _shape(model)
-    whisper = getattr(model, "family", None) == "whisper"
-    forced = text if text is not None else ("" if not whisper else " ") + " ".join(word for word, _ in known)
+    adapter = require(model, "find_alignment_heads")
+    n_layers, n_heads = _shape(adapter)
+    forced = text if text is not None else adapter.transcript_lead + " ".join(word for word, _ in known)
     inputs = prompt_inputs(model, prompt, audio, audio_dir)
     ids = _text_ids(model, inputs, forced, 0)
     found = split_words(_token_texts(model, ids))
@@ -317,4 +311,4 @@ def find_alignment_heads(model: Any, prompt: Any, audio: Any, words: Sequence[An
         path = dtw_path(normalized_matrix(weights[index], medfilt_width))
         predicted = np.array([w.start for w in _word_times(model, ids, path, step_s, "spaces")])
         errors[layer, head] = float(np.abs(predicted - truth).mean())
-    return HeadRanking(errors, "cross" if whisper else "self", tuple(known))
+    return HeadRanking(errors, adapter.audio_attention, tuple(known))

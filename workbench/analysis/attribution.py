@@ -34,16 +34,19 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from captum.attr import FeatureAblation, IntegratedGradients, ShapleyValueSampling
 from matplotlib.figure import Figure
 
 from workbench.analysis import scoring
+from workbench.analysis.capabilities import require
 from workbench.audio import SECONDS_PER_TOKEN, mel_frames
-from workbench.models.base import ModelInputs
-from workbench.figures.attribution import plot_audio_attribution, plot_tag_attribution
-from workbench.tags import TagPrompt
 from workbench.errors import TagPromptError
+from workbench.figures.attribution import plot_audio_attribution, plot_tag_attribution
+from workbench.models.adapter import Splice
+from workbench.models.base import ModelInputs
+from workbench.tags import TagPrompt
 
 TAG_METHODS = ("ablation", "shapley")
 AUDIO_METHODS = ("occlusion", "integrated_gradients")
@@ -65,8 +68,6 @@ class TagAttribution:
 
     def to_pandas(self):
         """One row per slot × method: slot, tags, baseline, method, attribution."""
-        import pandas as pd
-
         return pd.DataFrame.from_records(
             [{"slot": slot, "tags": text, "baseline": self.baselines[slot], "method": method,
               "attribution": float(scores[i])}
@@ -87,7 +88,7 @@ def attribute_tags(model, audio: Any, prompt: TagPrompt | str, target: str | Non
     TagPrompt or its tag string. baseline: "drop", "neutral" or {slot: value}. n_samples: the
     permutations ShapleyValueSampling draws (seeded by `seed`, the global RNG left untouched).
     """
-    scoring.check_native(model, "attribute_tags")
+    require(model, "attribute_tags")
     unknown = [m for m in methods if m not in TAG_METHODS]
     if unknown or not methods:
         raise ValueError(f"methods={list(methods)!r}: choose one or more of {TAG_METHODS}")
@@ -194,8 +195,6 @@ class AudioAttribution:
 
     def to_pandas(self):
         """One row per audio token: token, start_s, end_s, score."""
-        import pandas as pd
-
         return pd.DataFrame({"token": np.arange(len(self.scores)), "start_s": self.seconds,
                              "end_s": self.seconds + SECONDS_PER_TOKEN, "score": self.scores})
 
@@ -214,7 +213,7 @@ def attribute_audio(model, audio: Any, prompt: TagPrompt | str, target: str | No
     audio: a path, a 16 kHz array, or a prompt string with `<audio>PATH</audio>` (audio_index picks
     the clip when it holds several); prompt: a TagPrompt or the text after the audio.
     """
-    scoring.check_native(model, "attribute_audio")
+    splice = require(model, "attribute_audio").splice
     if method not in AUDIO_METHODS:
         raise ValueError(f"method={method!r}: choose one of {AUDIO_METHODS}")
     if fill not in FILLS:
@@ -231,7 +230,7 @@ def attribute_audio(model, audio: Any, prompt: TagPrompt | str, target: str | No
     n_tokens = span.n_positions - 2
     if window > n_tokens:
         raise ValueError(f"window={window} tokens is longer than the clip's {n_tokens} audio tokens")
-    forward, audio_tokens = _audio_forward(model, full, target_ids, span.start + 1, n_tokens)
+    forward, audio_tokens = _audio_forward(splice, full, target_ids, span.start + 1, n_tokens)
     base = audio_tokens.mean(0, keepdim=True).expand_as(audio_tokens) if fill == "mean" \
         else torch.zeros_like(audio_tokens)
     x, baseline = audio_tokens[None], base[None]
@@ -255,13 +254,13 @@ def attribute_audio(model, audio: Any, prompt: TagPrompt | str, target: str | No
                             n_samples=span.n_samples, convergence_delta=delta)
 
 
-def _audio_forward(model, full: ModelInputs, target_ids: list[int], first: int, n_tokens: int):
+def _audio_forward(splice: Splice, full: ModelInputs, target_ids: list[int], first: int, n_tokens: int):
     """f(audio-token embeddings (k, n_tokens, d)) → log p(target) (k,), with every other
     position of prompt + target fixed; and the audio's own token embeddings."""
     row = ModelInputs(text=full.text, input_ids=torch.tensor([full.input_ids[0].tolist() + target_ids]),
                       audios=full.audios)
     with torch.no_grad():
-        embeds = model.embed(row, model.encode_audio(full).embeds)
+        embeds = splice.embed(row, splice.encode_audio(full))
     before, audio_tokens, after = embeds[:first], embeds[first:first + n_tokens], embeds[first + n_tokens:]
     answer, length = full.length - 1, row.length
     ids = torch.tensor(target_ids, device=embeds.device)
@@ -270,8 +269,8 @@ def _audio_forward(model, full: ModelInputs, target_ids: list[int], first: int, 
         k = x.shape[0]
         inputs = torch.cat([before.expand(k, -1, -1), x.to(embeds.dtype), after.expand(k, -1, -1)], dim=1)
         positions = torch.arange(length, device=embeds.device).expand(k, -1)
-        hidden = model.llm.model(inputs_embeds=inputs, position_ids=positions, use_cache=False).last_hidden_state
-        logprobs = model.llm.lm_head(hidden[:, answer:answer + len(target_ids)]).float().log_softmax(-1)
+        hidden = splice.body(inputs_embeds=inputs, position_ids=positions, use_cache=False).last_hidden_state
+        logprobs = splice.head(hidden[:, answer:answer + len(target_ids)]).float().log_softmax(-1)
         return logprobs.gather(-1, ids.expand(k, -1)[..., None])[..., 0].sum(-1)
 
     return forward, audio_tokens.float()

@@ -1,6 +1,7 @@
 """Where each named activation lives in a model, and the hooks that record it during one call.
 
-Names are stable and dotted (TransformerLens style); `anatomy(model).points` lists them:
+Names are stable and dotted (TransformerLens style); each family declares them in its adapter
+(`workbench.models.adapter`), and `capture_names(model)` lists them:
 
     Qwen-Audio v1 (and nano)         Qwen2-Audio                       Whisper
     encoder.blocks.{i}.attn.pattern  encoder.layers.{i}.attn.pattern   encoder.layers.{i}.attn.pattern
@@ -34,156 +35,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-
 import torch
 from torch import nn
-from workbench.errors import TraceRequestError, UnsupportedModelError
+from transformers import AttentionInterface, PreTrainedConfig
+from transformers.integrations import sdpa_attention  # read at call time: a replaced SDPA function is seen
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from workbench.errors import TraceRequestError
+from workbench.models.adapter import ENCODER_PATTERN_AXES, Adapter, Point
 
 CAPTURE_ATTENTION = "workbench_capture"
 _LAYER = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
-
-# The axes a point's tensor has (batch dropped). "rows"/"cols" are positions of the token sequence
-# (the LLM's input, or Whisper's decoder input), "frames" encoder frames of one audio.
-PATTERN_AXES = ("heads", "rows", "cols")
-CROSS_AXES = ("heads", "rows", "frames")
-ENCODER_PATTERN_AXES = ("heads", "frames", "frames")
-SEQUENCE_AXES = ("rows", "width")
-ENCODER_AXES = ("frames", "width")
-
-
-@dataclass(frozen=True)
-class Point:
-    """One capturable tensor: where it is and how it is taken."""
-
-    name: str
-    module: nn.Module
-    how: str                    # "attention", "encoder_attention", "output" (forward hook), "input" (pre-hook)
-    axes: tuple[str, ...]
-    n_heads: int = 0            # for patterns
-    width: int = 0              # for residual streams and attention outputs
-    per_audio: bool = False     # stored as a list, one tensor per audio
-
-    @property
-    def is_pattern(self) -> bool:
-        return self.how in ("attention", "encoder_attention")
-
-
-@dataclass(frozen=True)
-class Anatomy:
-    """What the trace needs to know about one model family."""
-
-    points: dict[str, Point]
-    root: nn.Module                     # its transformers configs are switched during capture
-    sequence: str                       # "llm" or "decoder": the prefix of the token-sequence names
-    norm: nn.Module                     # final norm and unembedding, for the logit lens
-    unembed: nn.Module
-    encoder_frames: Callable[[Any], list[int]]   # ModelInputs → frames kept per audio
-    patterns: dict[str, str]            # "self", "cross", "encoder" → name template of that pattern, "{}" = layer
-    audio_attention: str                # the pattern through which the token sequence sees the audio
-    alignment_heads: tuple[tuple[int, int], ...] = ()   # Whisper's (layer, head) pairs that align words
-
-
-def anatomy(model: Any) -> Anatomy:
-    """The capture points of a workbench model (Qwen-Audio v1 / nano, Qwen2-Audio, Whisper)."""
-    from workbench.models.qwen2_audio import Qwen2AudioLM
-    from workbench.models.qwen_audio.model import QwenAudio
-    from workbench.models.whisper import WhisperLM
-
-    if isinstance(model, QwenAudio):    # also the nano model, which is a QwenAudio
-        return _qwen_audio(model)
-    if isinstance(model, WhisperLM):
-        return _whisper(model)
-    if isinstance(model, Qwen2AudioLM):
-        return _qwen2_audio(model)
-    raise UnsupportedModelError(
-        f"cannot trace a {type(model).__name__}: trace works on the models workbench.load returns "
-        "(Qwen-Audio v1 / nano, Qwen2-Audio, Whisper)")
-
-
-def _sequence_points(prefix: str, layers: nn.ModuleList, attn: str, n_heads: int, width: int,
-                     attn_name: str = "attn") -> dict[str, Point]:
-    points = {f"{prefix}.embed": Point(f"{prefix}.embed", layers[0], "input", SEQUENCE_AXES, width=width)}
-    for i, layer in enumerate(layers):
-        base = f"{prefix}.layers.{i}"
-        module = getattr(layer, attn)
-        points[f"{base}.{attn_name}.pattern"] = Point(f"{base}.{attn_name}.pattern", module, "attention",
-                                                      PATTERN_AXES, n_heads=n_heads)
-        points[f"{base}.{attn_name}.out"] = Point(f"{base}.{attn_name}.out", module, "output", SEQUENCE_AXES,
-                                                  width=width)
-        points[f"{base}.resid_post"] = Point(f"{base}.resid_post", layer, "output", SEQUENCE_AXES, width=width)
-    return points
-
-
-def _encoder_points(prefix: str, layers: nn.ModuleList, attn: str, how: str, n_heads: int,
-                    width: int) -> dict[str, Point]:
-    points = {}
-    for i, layer in enumerate(layers):
-        base = f"{prefix}.{i}"
-        points[f"{base}.attn.pattern"] = Point(f"{base}.attn.pattern", getattr(layer, attn), how,
-                                               ENCODER_PATTERN_AXES, n_heads=n_heads, per_audio=True)
-        points[f"{base}.resid_post"] = Point(f"{base}.resid_post", layer, "output", ENCODER_AXES,
-                                             width=width, per_audio=True)
-    return points
-
-
-def _qwen_audio(model: Any) -> Anatomy:
-    from workbench.audio import encoder_frames
-
-    encoder, llm = model.encoder, model.llm
-    config = llm.config
-    points = _encoder_points("encoder.blocks", encoder.blocks, "attn", "encoder_attention",
-                             encoder.config.n_head, encoder.config.n_state)
-    points.update(_sequence_points("llm", llm.model.layers, "self_attn", config.num_attention_heads,
-                                   config.hidden_size))
-    return Anatomy(points, model.network, "llm", llm.model.norm, llm.lm_head,
-                   lambda inputs: [encoder_frames(a.n_samples) for a in inputs.audios],
-                   {"self": "llm.layers.{}.attn.pattern", "encoder": "encoder.blocks.{}.attn.pattern"}, "self")
-
-
-def _qwen2_audio(model: Any) -> Anatomy:
-    from workbench.audio import HOP_LENGTH, N_FRAMES
-
-    core = model.model.model
-    tower, language = core.audio_tower, core.language_model
-    audio_config, text_config = model.config.audio_config, model.config.text_config
-    points = _encoder_points("encoder.layers", tower.layers, "self_attn", "attention",
-                             audio_config.encoder_attention_heads, audio_config.d_model)
-    points.update(_sequence_points("llm", language.layers, "self_attn", text_config.num_attention_heads,
-                                   text_config.hidden_size))
-
-    def frames(inputs: Any) -> list[int]:   # the tower always runs 30 s; keep each clip's own frames
-        return [(min(-(-a.n_samples // HOP_LENGTH), N_FRAMES) - 1) // 2 + 1 for a in inputs.audios]
-
-    return Anatomy(points, model.model, "llm", language.norm, model.model.lm_head, frames,
-                   {"self": "llm.layers.{}.attn.pattern", "encoder": "encoder.layers.{}.attn.pattern"}, "self")
-
-
-def _whisper(model: Any) -> Anatomy:
-    whisper, config = model.model, model.config
-    encoder, decoder = whisper.model.encoder, whisper.model.decoder
-    points = _encoder_points("encoder.layers", encoder.layers, "self_attn", "attention",
-                             config.encoder_attention_heads, config.d_model)
-    points.update(_sequence_points("decoder", decoder.layers, "self_attn", config.decoder_attention_heads,
-                                   config.d_model, attn_name="self_attn"))
-    for i, layer in enumerate(decoder.layers):
-        base = f"decoder.layers.{i}.cross_attn"
-        points[f"{base}.pattern"] = Point(f"{base}.pattern", layer.encoder_attn, "attention", CROSS_AXES,
-                                          n_heads=config.decoder_attention_heads)
-        points[f"{base}.out"] = Point(f"{base}.out", layer.encoder_attn, "output", SEQUENCE_AXES,
-                                      width=config.d_model)
-    heads = getattr(whisper.generation_config, "alignment_heads", None) or ()
-    return Anatomy(dict(sorted(points.items(), key=lambda item: _natural(item[0]))), whisper, "decoder",
-                   decoder.layer_norm, whisper.proj_out,
-                   lambda inputs: [config.max_source_positions] * len(inputs.audios),
-                   {"self": "decoder.layers.{}.self_attn.pattern", "cross": "decoder.layers.{}.cross_attn.pattern",
-                    "encoder": "encoder.layers.{}.attn.pattern"}, "cross",
-                   alignment_heads=tuple((int(layer), int(head)) for layer, head in heads))
-
-
-def _natural(name: str) -> tuple:
-    """Sort key that puts layer 2 before layer 10."""
-    return tuple(int(part) if part.isdigit() else part for part in name.split("."))
-
 
 # ---------------------------------------------------------------------------------------------
 # Which points
@@ -278,14 +140,12 @@ def _capture_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
                        attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                        is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """SDPA for every module not being captured; eager math (and a copy of the probabilities) for the rest."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
     sink = _SINKS.get(module)
     if sink is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+        return sdpa_attention.sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     groups = query.shape[1] // key.shape[1]     # grouped-query attention shares key/value heads
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    key, value = sdpa_attention.repeat_kv(key, groups), sdpa_attention.repeat_kv(value, groups)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     # In place where possible: the scores and the probabilities are the only (heads, L, L) tensors alive.
     scores = torch.matmul(query, key.transpose(2, 3)).mul_(scale)
@@ -306,9 +166,6 @@ def _capture_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
 
 
 def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(CAPTURE_ATTENTION, _capture_attention)
     AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
 
@@ -331,7 +188,7 @@ def _first(output: Any) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def recording(model_anatomy: Anatomy, points: list[Point], selection: Selection,
+def recording(adapter: Adapter, points: list[Point], selection: Selection,
               frames: list[int]) -> Iterator[dict[str, Any]]:
     """Record `points` during the `with` block into the yielded dict (name → tensor, or list per audio).
 
@@ -369,7 +226,7 @@ def recording(model_anatomy: Anatomy, points: list[Point], selection: Selection,
                 lambda module, args, kwargs, sink=sink: sink(args[0] if args else kwargs["hidden_states"]),
                 with_kwargs=True))
     try:
-        with _attention_switched(model_anatomy.root, any(p.how == "attention" for p in points)):
+        with _attention_switched(adapter.root, any(p.how == "attention" for p in points)):
             yield store
     finally:
         for handle in handles:
@@ -381,8 +238,6 @@ def recording(model_anatomy: Anatomy, points: list[Point], selection: Selection,
 @contextlib.contextmanager
 def _attention_switched(root: nn.Module, needed: bool) -> Iterator[None]:
     """Point every transformers config under `root` at CAPTURE_ATTENTION for the block, then restore."""
-    from transformers import PreTrainedConfig
-
     if not needed:
         yield
         return

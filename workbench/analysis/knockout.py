@@ -18,9 +18,24 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, head_columns, hooks, knockout, logprob, network, prompt_inputs, short_text
-from workbench.errors import PatchingError
+from workbench.analysis.capabilities import require
+from workbench.analysis.interventions import (
+    answer_rows,
+    check_head,
+    check_layer,
+    check_layers,
+    decode_ids,
+    encode_text,
+    head_columns,
+    hooks,
+    knockout,
+    logprob,
+    prompt_inputs,
+    short_text,
+)
 from workbench.analysis.patching import PatchingResult
+from workbench.errors import PatchingError
+from workbench.models.adapter import Adapter, Stack
 
 __all__ = ["knockout_logits", "knockout_sweep"]
 
@@ -36,22 +51,22 @@ def knockout_sweep(model: Any, prompt: Any, audio: Any = None, *, stack: str = "
     encoder all 1500 frames of the 30 s window) in the LLM / Whisper decoder (stack="llm" or
     "decoder") or the audio encoder ("encoder"); score log p of `continuation` (default: the intact
     model's greedy output). Result: layer × head."""
-    net = network(model)
-    chosen = _knockout_stack(net, stack, method)
+    adapter = require(model, "knockout_sweep")
+    chosen = _knockout_stack(adapter, stack, method)
     chosen_layers = check_layers(chosen, layers)
     inputs = prompt_inputs(model, prompt, audio, audio_dir)
-    audio_out = net.encode(inputs)
+    audio_out = adapter.interventions.encode(inputs)
     ids = encode_text(model, continuation) if continuation is not None else \
-        net.generate(inputs, audio_out, max_new_tokens)
+        adapter.interventions.greedy(inputs, audio_out, max_new_tokens)
     full, answer = inputs.extended(ids), answer_rows(inputs.length, ids)
-    clean = logprob(net.run(full, audio_out, answer), ids)
+    clean = logprob(adapter.interventions.run(full, audio_out, answer), ids)
     scores = np.zeros((len(chosen_layers), chosen.n_heads))
     for i, layer in enumerate(chosen_layers):
         module = chosen.head_inputs[layer]
         for head in range(chosen.n_heads):
             with hooks([(module, knockout(head_columns(module, head, chosen.n_heads), method), True)]):
-                encoded = net.encode(inputs) if stack == "encoder" else audio_out
-                scores[i, head] = logprob(net.run(full, encoded, answer), ids)
+                encoded = adapter.interventions.encode(inputs) if stack == "encoder" else audio_out
+                scores[i, head] = logprob(adapter.interventions.run(full, encoded, answer), ids)
     return PatchingResult(f"knockout:{method}", chosen.name, tuple(chosen_layers),
                           tuple(f"head {h}" for h in range(chosen.n_heads)), scores, clean, None,
                           f"log p({short_text(decode_ids(model, ids))})", None, (inputs.text,))
@@ -60,23 +75,23 @@ def knockout_sweep(model: Any, prompt: Any, audio: Any = None, *, stack: str = "
 def knockout_logits(model: Any, prompt: Any, audio: Any = None, *, stack: str = "llm", layer: int, head: int,
                     method: str = "zero", audio_dir: Any = None) -> torch.Tensor:
     """The prompt's logits (L, vocab) with one head knocked out (as in `knockout_sweep`)."""
-    net = network(model)
-    chosen = _knockout_stack(net, stack, method)
+    adapter = require(model, "knockout_sweep")
+    chosen = _knockout_stack(adapter, stack, method)
     module = chosen.head_inputs[check_layer(chosen, layer)]
     inputs = prompt_inputs(model, prompt, audio, audio_dir)
     with torch.no_grad(), hooks([(module, knockout(head_columns(module, check_head(chosen, head),
                                                                    chosen.n_heads), method), True)]):
-        return net.run(inputs, net.encode(inputs))
+        return adapter.interventions.run(inputs, adapter.interventions.encode(inputs))
 
 
-def _knockout_stack(net: Network, stack: str, method: str) -> Stack:
+def _knockout_stack(adapter: Adapter, stack: str, method: str) -> Stack:
     if stack not in STACKS:
         raise PatchingError(f"stack={stack!r}: choose one of {STACKS}")
     if method not in KNOCKOUTS:
         raise PatchingError(f"method={method!r}: choose one of {KNOCKOUTS}")
     if stack == "encoder":
-        return net.encoder
-    if stack != net.sequence.name:
-        raise PatchingError(f"stack={stack!r}: this model's token sequence is its {net.sequence.name!r}; use that "
+        return adapter.encoder
+    if stack != adapter.sequence.name:
+        raise PatchingError(f"stack={stack!r}: this model's token sequence is its {adapter.sequence.name!r}; use that "
                             "name, or 'encoder'")
-    return net.sequence
+    return adapter.sequence

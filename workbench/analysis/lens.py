@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from workbench.figures.attention import plot_logit_lens
-from workbench.analysis.capture import anatomy
+from workbench.analysis.capabilities import require
 from workbench.analysis.trace import trace
 from workbench.errors import TraceRequestError
+from workbench.figures.attention import plot_logit_lens
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,17 @@ def logit_lens(model: Any, prompt: Any, audio: Any = None, *, position: int | st
             isinstance(position, bool) or not isinstance(position, int)):
         raise TraceRequestError(f"position={position!r}: give a sequence position (int, negative from the end) "
                                 "or 'last'")
-    parts = anatomy(model)
-    seq = parts.sequence
+    adapter = require(model, "logit_lens")
+    seq = adapter.sequence.name
     result = trace(model, prompt, audio, capture=[f"{seq}.embed", f"{seq}.layers.*.resid_post"],
                    rows=position if isinstance(position, str) else [position], logits="all",
                    generate=generate, audio_dir=audio_dir)
     at = int(result.rows[0])
     names = [f"{seq}.embed"] + [f"{seq}.layers.{i}.resid_post" for i in range(len(result.keys()) - 1)]
     stream = torch.cat([result[name] for name in names])                 # (layers + 1, width)
-    weight = parts.unembed.weight
+    weight = adapter.unembed.weight
     with torch.no_grad():
-        logits = parts.unembed(parts.norm(stream.to(weight.device, weight.dtype))).float().cpu()
+        logits = adapter.unembed(adapter.norm(stream.to(weight.device, weight.dtype))).float().cpu()
     probs = logits.softmax(-1)
     decodable = _decodable(model, probs.shape[-1])
     final = int(result.logits[at][:decodable].argmax())
@@ -121,18 +121,10 @@ def _target(model: Any, target: str | int) -> LensTarget:
         if not 0 <= token_id < len(model.tokenizer):
             raise TraceRequestError(f"target id {token_id} is outside the tokenizer's 0…{len(model.tokenizer) - 1}")
         return LensTarget(_text(model, token_id), token_id, _text(model, token_id), 1)
-    ids = _encode(model, target)
+    ids = model.adapter.encode_text(target)
     if not ids:
         raise TraceRequestError(f"target {target!r} encodes to no token: give a non-empty string")
     return LensTarget(target, ids[0], _text(model, ids[0]), len(ids))
-
-
-def _encode(model: Any, text: str) -> list[int]:
-    tokenizer = model.tokenizer
-    try:    # transformers tokenizers: no bos/eos added around the piece
-        return list(tokenizer.encode(text, add_special_tokens=False))
-    except TypeError:   # the Qwen-Audio tiktoken tokenizer takes the text alone
-        return list(tokenizer.encode(text))
 
 
 def _text(model: Any, token_id: int) -> str:

@@ -49,11 +49,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.figures.interventions import plot_patching
-from workbench.analysis.interventions import Network, Stack, answer_rows, check_head, check_layer, check_layers, decode_ids, encode_text, head_columns, hooks, logprob, network, patcher, prompt_inputs, recorder, short_text
-from workbench.errors import PatchingError
-from workbench.models.base import ModelInputs
+from workbench.analysis.capabilities import require
+from workbench.analysis.interventions import (
+    answer_rows,
+    check_head,
+    check_layer,
+    check_layers,
+    decode_ids,
+    encode_text,
+    head_columns,
+    hooks,
+    logprob,
+    patcher,
+    prompt_inputs,
+    recorder,
+    short_text,
+)
 from workbench.analysis.positions import GROUPS, label_positions
+from workbench.errors import PatchingError
+from workbench.figures.interventions import plot_patching
+from workbench.models.adapter import Adapter, Stack
+from workbench.models.base import ModelInputs
 from workbench.tags import SLOTS
 
 __all__ = ["PatchRun", "PatchingError", "PatchingResult", "aligned_positions", "patch", "patch_sweep"]
@@ -192,12 +208,12 @@ def patch(model: Any, source: Any, target: Any, audio: Any = None, *, layer: int
         raise PatchingError(f"what={what!r}: choose one of {WHAT}")
     if what == "resid" and head is not None:
         raise PatchingError("head= is for what='head'; the residual stream has no heads")
-    net = network(model)
-    stack = net.sequence
+    adapter = require(model, "patch_sweep")
+    stack = adapter.sequence
     layer = check_layer(stack, layer)
     columns = slice(None) if what == "resid" else head_columns(stack.head_inputs[layer], check_head(stack, head),
                                                               stack.n_heads)
-    runs = _Runs.build(model, net, source, target, audio, audio_dir,
+    runs = _Runs.build(model, adapter, source, target, audio, audio_dir,
                        encode_text(model, continuation) if continuation is not None else [])
     pairs = runs.pairs(group, positions)
     recorded = runs.record(stack, what == "head", [layer])
@@ -210,7 +226,7 @@ class _Runs:
     """Source and target inputs (continuation appended), their encoded audio, clean logits, tables."""
 
     model: Any
-    net: Network
+    adapter: Adapter
     source_prompt: ModelInputs
     target_prompt: ModelInputs
     source: ModelInputs             # the prompt + continuation
@@ -223,22 +239,22 @@ class _Runs:
     target_logits: torch.Tensor
 
     @classmethod
-    def build(cls, model: Any, net: Network, source: Any, target: Any, audio: Any, audio_dir: Any,
+    def build(cls, model: Any, adapter: Adapter, source: Any, target: Any, audio: Any, audio_dir: Any,
               continuation: Sequence[int]) -> _Runs:
         prompts = [prompt_inputs(model, p, audio, audio_dir) for p in (source, target)]
-        return cls._run(model, net, prompts, [net.encode(p) for p in prompts], continuation)
+        return cls._run(model, adapter, prompts, [adapter.interventions.encode(p) for p in prompts], continuation)
 
     @classmethod
-    def _run(cls, model: Any, net: Network, prompts: list[ModelInputs], audios: list[Any],
+    def _run(cls, model: Any, adapter: Adapter, prompts: list[ModelInputs], audios: list[Any],
              continuation: Sequence[int]) -> _Runs:
         extended = [p.extended(continuation) for p in prompts]
         tables = [label_positions(model, e, n_prompt=p.length) for e, p in zip(extended, prompts)]
-        logits = [net.run(e, a) for e, a in zip(extended, audios)]
-        return cls(model, net, *prompts, *extended, *audios, *tables, *logits)
+        logits = [adapter.interventions.run(e, a) for e, a in zip(extended, audios)]
+        return cls(model, adapter, *prompts, *extended, *audios, *tables, *logits)
 
     def continued(self, continuation: Sequence[int]) -> _Runs:
         """The same prompts and encoded audio with `continuation` appended to both."""
-        return self._run(self.model, self.net, [self.source_prompt, self.target_prompt],
+        return self._run(self.model, self.adapter, [self.source_prompt, self.target_prompt],
                          [self.source_audio, self.target_audio], continuation)
 
     def pairs(self, group: str, positions: Sequence[Any] | None) -> np.ndarray:
@@ -255,20 +271,20 @@ class _Runs:
         store: dict[int, torch.Tensor] = {}
         modules = stack.head_inputs if heads else stack.layers
         with hooks([(modules[i], recorder(store, i, heads), heads) for i in layers]):
-            self.net.run(self.source, self.source_audio)
+            self.adapter.interventions.run(self.source, self.source_audio)
         return store
 
     def patched(self, stack: Stack, heads: bool, layer: int, recorded: torch.Tensor, pairs: np.ndarray,
                 columns: slice, keep: slice = slice(None)) -> torch.Tensor:
         module = (stack.head_inputs if heads else stack.layers)[layer]
         with hooks([(module, patcher(recorded, pairs, heads, columns), heads)]):
-            return self.net.run(self.target, self.target_audio, keep)
+            return self.adapter.interventions.run(self.target, self.target_audio, keep)
 
     def generate_patched(self, stack: Stack, heads: bool, layer: int, recorded: torch.Tensor, pairs: np.ndarray,
                          columns: slice, max_new_tokens: int) -> list[int]:
         module = (stack.head_inputs if heads else stack.layers)[layer]
         with hooks([(module, patcher(recorded, pairs, heads, columns), heads)]):
-            return self.net.generate(self.target, self.target_audio, max_new_tokens)
+            return self.adapter.interventions.greedy(self.target, self.target_audio, max_new_tokens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,12 +358,12 @@ def patch_sweep(model: Any, source: Any, target: Any, audio: Any = None, *, what
     """
     if what not in WHAT:
         raise PatchingError(f"what={what!r}: choose one of {WHAT}")
-    net = network(model)
-    stack = net.sequence
+    adapter = require(model, "patch_sweep")
+    stack = adapter.sequence
     chosen_layers = check_layers(stack, layers)
-    probe = _Runs.build(model, net, source, target, audio, audio_dir, [])
+    probe = _Runs.build(model, adapter, source, target, audio, audio_dir, [])
     scorer = _scorer(model, score, continuation, reference, max_new_tokens,
-                     lambda: net.generate(probe.source, probe.source_audio, max_new_tokens))
+                     lambda: adapter.interventions.greedy(probe.source, probe.source_audio, max_new_tokens))
     runs = probe.continued(scorer.continuation) if scorer.kind == "logprob" else probe
     names = _group_names(runs, groups, positions, what)
     pair_sets = [runs.pairs(name, positions if name == "positions" else None) for name in names]
@@ -404,6 +420,6 @@ def _clean_scores(model: Any, runs: _Runs, probe: _Runs, scorer: Scorer) -> tupl
         ids = scorer.continuation
         return (logprob(runs.target_logits[answer_rows(runs.target_prompt.length, ids)], ids),
                 logprob(runs.source_logits[answer_rows(runs.source_prompt.length, ids)], ids))
-    texts = [_strip_stop(model, p, runs.net.generate(p, a, scorer.max_new_tokens))
+    texts = [_strip_stop(model, p, runs.adapter.interventions.greedy(p, a, scorer.max_new_tokens))
              for p, a in ((runs.target, runs.target_audio), (runs.source, runs.source_audio))]
     return scorer.metric(texts[0]), scorer.metric(texts[1])

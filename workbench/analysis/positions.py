@@ -26,10 +26,9 @@ import pandas as pd
 import torch
 
 from workbench.audio import SECONDS_PER_TOKEN
-from workbench.errors import TraceRequestError
+from workbench.errors import TagPromptError, TraceRequestError
 from workbench.models.base import ModelInputs
 from workbench.tags import SPECIAL_TOKENS, TagPrompt
-from workbench.errors import TagPromptError
 
 GROUPS = ("audio", "tags", "text")
 PARTS = ("prompt", "output")

@@ -22,12 +22,11 @@ the few tags after `<audio>…</audio>`. The audio (752 positions for 30 s) domi
 each variant's tags appended to the same prefix text.
 
 Each number equals what a plain `model.forward` / `model.generate` of the full prompt gives, up
-to float rounding (tests/test_ablation.py checks 1e-4). Works with the native Qwen-Audio model
-(`workbench.models.qwen_audio.QwenAudio`): it needs `encode_audio`, `embed` and `llm`.
+to float rounding (tests/test_ablation.py checks 1e-4). Works with every family whose adapter
+declares a `splice` (the audio spliced into the LLM's input embeddings): Qwen-Audio v1.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -35,13 +34,13 @@ from typing import Sequence
 import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 
-from workbench.models.base import ModelInputs, audio_references, is_audio_pair
+from workbench.analysis.capabilities import require
 from workbench.errors import SharedAudioError
+from workbench.models.adapter import Splice
+from workbench.models.base import ModelInputs, audio_references, is_audio_pair
+from workbench.models.cache import cache_kwarg
 
-# transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
-_CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
 BATCH_SIZE = 16  # rows packed into one LLM call (bounds the mask and the logits kept at once)
 
 
@@ -67,13 +66,6 @@ class TargetScore:
         return float(self.token_logprobs.double().sum())
 
 
-def check_native(model: object, what: str) -> None:
-    missing = [name for name in ("encode_audio", "embed", "llm", "tokenizer") if not hasattr(model, name)]
-    if missing:
-        raise TypeError(f"{what} needs a native Qwen-Audio model (workbench.models.qwen_audio.QwenAudio, e.g. "
-                        f"workbench.load(CHECKPOINT_DIR)); {type(model).__name__} lacks {', '.join(missing)}")
-
-
 def audio_prefix(model, audio, audio_dir=None) -> ModelInputs:
     """The prompt up to its tags, with the audio decoded and its mel computed once.
 
@@ -81,7 +73,7 @@ def audio_prefix(model, audio, audio_dir=None) -> ModelInputs:
     a prompt string holding `<audio>PATH</audio>` (kept as written, e.g. a ChatML opening;
     relative paths are read against `audio_dir`).
     """
-    check_native(model, "audio_prefix")
+    require(model, "ablate")
     if isinstance(audio, str) and "<audio>" in audio:
         return model.inputs(audio, audio_dir=audio_dir)
     if isinstance(audio, (str, Path)):
@@ -100,11 +92,7 @@ def with_tags(model, prefix: ModelInputs, tags: str) -> ModelInputs:
     if "<audio>" in tags or "</audio>" in tags:
         raise ValueError(f"tags {tags!r} contain <audio>…</audio>: the audio is given once, pass only the text "
                          "that follows it")
-    text = prefix.text + tags
-    # The whole text is tokenized, as a plain forward would; `<audio>` is a special token, so
-    # the audio spans keep the positions they have in the prefix.
-    ids = model.tokenizer.encode_with_audio(text, [a.n_positions for a in prefix.audios])
-    return ModelInputs(text=text, input_ids=torch.tensor([ids]), audios=prefix.audios)
+    return require(model, "ablate").splice.with_text(prefix, tags)
 
 
 def common_prefix_length(prompts: Sequence[ModelInputs]) -> int:
@@ -131,8 +119,8 @@ def _check_same_audio(prompts: Sequence[ModelInputs]) -> None:
                                    "the audio; build them from one audio")
 
 
-def _check_length(model, positions: int, what: str) -> None:
-    limit = model.config.max_positions
+def _check_length(splice: Splice, positions: int, what: str) -> None:
+    limit = splice.max_positions
     if positions > limit:
         raise ValueError(f"{what} needs {positions} positions, more than the {limit} up to which this model equals "
                          "the official one: use a shorter clip, a shorter target or fewer new tokens")
@@ -153,34 +141,34 @@ def _check_batch_size(batch_size: int) -> None:
 @torch.no_grad()
 def shared_prefix(model, prompts: Sequence[ModelInputs]) -> SharedPrefix:
     """Encode the prompts' audio once and run their common prefix through the LLM once."""
-    check_native(model, "shared_prefix")
+    splice = require(model, "ablate").splice
     if not prompts:
         raise ValueError("shared_prefix got no prompts: pass at least one ModelInputs")
     _check_same_audio(prompts)
-    audio_embeds = tuple(model.encode_audio(prompts[0]).embeds)
+    audio_embeds = tuple(splice.encode_audio(prompts[0]))
     length = common_prefix_length(prompts)
     if length == 0:
         return SharedPrefix(0, (), (), audio_embeds)
-    embeds = model.embed(prompts[0], audio_embeds)[:length]
-    cache = DynamicCache(config=model.llm.config)
-    model.llm.model(inputs_embeds=embeds[None], position_ids=torch.arange(length, device=embeds.device)[None],
-                    use_cache=True, **{_CACHE_ARG: cache})
+    embeds = splice.embed(prompts[0], audio_embeds)[:length]
+    cache = splice.new_cache()
+    splice.body(inputs_embeds=embeds[None], position_ids=torch.arange(length, device=embeds.device)[None],
+                use_cache=True, **cache_kwarg(splice.body, cache))
     layers = tuple((layer.keys, layer.values) for layer in cache.layers)
     return SharedPrefix(length, tuple(prompts[0].input_ids[0, :length].tolist()), layers, audio_embeds)
 
 
-def _prefix_cache(model, prefix: SharedPrefix) -> DynamicCache:
+def _prefix_cache(splice: Splice, prefix: SharedPrefix) -> DynamicCache:
     """A fresh cache holding the prefix (batch 1). The LLM's update concatenates onto copies,
     so the prefix's own tensors are never modified and serve every call."""
     if prefix.length == 0:
-        return DynamicCache(config=model.llm.config)
-    return DynamicCache(list(prefix.layers), config=model.llm.config)
+        return splice.new_cache()
+    return splice.new_cache(prefix.layers)
 
 
-def _row_embeds(model, prompt: ModelInputs, ids: list[int], prefix: SharedPrefix) -> torch.Tensor:
+def _row_embeds(splice: Splice, prompt: ModelInputs, ids: list[int], prefix: SharedPrefix) -> torch.Tensor:
     """Embeddings of the row's positions after the prefix (audio spliced where the row has it)."""
     row = ModelInputs(text=prompt.text, input_ids=torch.tensor([ids]), audios=prompt.audios)
-    return model.embed(row, prefix.audio_embeds)[prefix.length:]
+    return splice.embed(row, prefix.audio_embeds)[prefix.length:]
 
 
 @dataclass
@@ -208,18 +196,18 @@ class _Packed:
         return (self.prefix_length + self.local[-queries:])[None]
 
 
-def _run_packed(model, embeds: list[torch.Tensor], prefix: SharedPrefix):
+def _run_packed(splice: Splice, embeds: list[torch.Tensor], prefix: SharedPrefix):
     """Run the rows' embeddings packed after the prefix; returns hidden states (n, d), the cache
     and the packing (to decode further), and each row's slice of the packed positions."""
     device = embeds[0].device
     lengths = [e.shape[0] for e in embeds]
     owner = torch.repeat_interleave(torch.arange(len(embeds), device=device), torch.tensor(lengths, device=device))
     packed = _Packed(prefix.length, owner, torch.cat([torch.arange(n, device=device) for n in lengths]))
-    cache = _prefix_cache(model, prefix)
+    cache = _prefix_cache(splice, prefix)
     n = sum(lengths)
-    hidden = model.llm.model(inputs_embeds=torch.cat(embeds)[None], attention_mask=packed.mask(n, embeds[0].dtype),
+    hidden = splice.body(inputs_embeds=torch.cat(embeds)[None], attention_mask=packed.mask(n, embeds[0].dtype),
                              position_ids=packed.positions(n), use_cache=True,
-                             **{_CACHE_ARG: cache}).last_hidden_state[0]
+                         **cache_kwarg(splice.body, cache)).last_hidden_state[0]
     starts = np.cumsum([0] + lengths)
     return hidden, cache, packed, [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
 
@@ -234,7 +222,7 @@ def score_targets(model, prompts: Sequence[ModelInputs], targets: Sequence[Seque
     token and (where `next_token` is true: one flag for all, or one per pair) the full next-token
     log-softmax at the first answer position, 4 bytes × 155,947 a row, else None.
     """
-    check_native(model, "score_targets")
+    splice = require(model, "ablate").splice
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets: give one target (a list of ids, "
                          "possibly empty) per prompt")
@@ -247,26 +235,26 @@ def score_targets(model, prompts: Sequence[ModelInputs], targets: Sequence[Seque
         raise ValueError(f"next_token has {len(keep)} flags for {len(rows)} prompts: give one bool, or one per prompt")
     _check_extends(prompts, prefix)
     for p, row in zip(prompts, rows):
-        _check_length(model, len(row), f"prompt + target ({p.text[:60]!r}…)")
+        _check_length(splice, len(row), f"prompt + target ({p.text[:60]!r}…)")
     scores: list[TargetScore] = []
     for start in range(0, len(rows), batch_size):
         chunk = range(start, min(start + batch_size, len(rows)))
-        scores += _score_chunk(model, [prompts[i] for i in chunk], [rows[i] for i in chunk],
+        scores += _score_chunk(splice, [prompts[i] for i in chunk], [rows[i] for i in chunk],
                                [list(targets[i]) for i in chunk], [keep[i] for i in chunk], prefix)
     return scores
 
 
-def _score_chunk(model, prompts: list[ModelInputs], rows: list[list[int]], targets: list[list[int]],
+def _score_chunk(splice: Splice, prompts: list[ModelInputs], rows: list[list[int]], targets: list[list[int]],
                  keep: list[bool], prefix: SharedPrefix) -> list[TargetScore]:
-    embeds = [_row_embeds(model, p, row, prefix) for p, row in zip(prompts, rows)]
-    hidden, _, _, spans = _run_packed(model, embeds, prefix)
+    embeds = [_row_embeds(splice, p, row, prefix) for p, row in zip(prompts, rows)]
+    hidden, _, _, spans = _run_packed(splice, embeds, prefix)
     # Only the positions that predict something go through lm_head: the answer position and
     # each target token but the last (all positions × 155,947 logits would be large).
     picks = []
     for p, target, span in zip(prompts, targets, spans):
         answer = span.start + p.length - 1 - prefix.length
         picks.append(hidden[answer:answer + max(len(target), 1)])
-    logits = model.llm.lm_head(torch.cat(picks)).float()
+    logits = splice.head(torch.cat(picks)).float()
     normaliser = logits.logsumexp(-1)   # log-softmax = logits − this; only the rows kept are built
     scores, offset = [], 0
     for target, pick, keep_next in zip(targets, picks, keep):
@@ -284,7 +272,7 @@ def greedy_batch(model, prompts: Sequence[ModelInputs], *, max_new_tokens: int,
                  prefix: SharedPrefix | None = None, batch_size: int = BATCH_SIZE) -> list[list[int]]:
     """Greedy new ids of every prompt (stop token included when hit), decoded from the shared
     prefix. Equals `model.generate` on each prompt alone."""
-    check_native(model, "greedy_batch")
+    splice = require(model, "ablate").splice
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r}: give a positive int")
     _check_batch_size(batch_size)
@@ -292,31 +280,31 @@ def greedy_batch(model, prompts: Sequence[ModelInputs], *, max_new_tokens: int,
     _check_same_audio(prompts)
     _check_extends(prompts, prefix)
     for p in prompts:
-        _check_length(model, p.length + max_new_tokens - 1,
+        _check_length(splice, p.length + max_new_tokens - 1,
                       f"prompt {p.text[:60]!r}… with {max_new_tokens} new tokens")
     new: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
-        new += _greedy_chunk(model, list(prompts[start:start + batch_size]), max_new_tokens, prefix)
+        new += _greedy_chunk(model, splice, list(prompts[start:start + batch_size]), max_new_tokens, prefix)
     return new
 
 
-def _greedy_chunk(model, prompts: list[ModelInputs], max_new_tokens: int, prefix: SharedPrefix) -> list[list[int]]:
-    embeds = [_row_embeds(model, p, p.input_ids[0].tolist(), prefix) for p in prompts]
-    hidden, cache, packed, spans = _run_packed(model, embeds, prefix)
+def _greedy_chunk(model, splice: Splice, prompts: list[ModelInputs], max_new_tokens: int, prefix: SharedPrefix) -> list[list[int]]:
+    embeds = [_row_embeds(splice, p, p.input_ids[0].tolist(), prefix) for p in prompts]
+    hidden, cache, packed, spans = _run_packed(splice, embeds, prefix)
     last = hidden[[span.stop - 1 for span in spans]]            # each row's last prompt token
     rows = torch.arange(len(prompts), device=hidden.device)
     lengths = torch.tensor([span.stop - span.start for span in spans], device=hidden.device)
     stops = [model.stop_ids(p) for p in prompts]
     new: list[list[int]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
-        next_ids = model.llm.lm_head(last).argmax(-1)
+        next_ids = splice.head(last).argmax(-1)
         for ids, stop, token in zip(new, stops, next_ids.tolist()):
             if not (ids and ids[-1] in stop):
                 ids.append(token)
         if step == max_new_tokens - 1 or all(ids[-1] in stop for ids, stop in zip(new, stops)):
             break
         packed.extend(rows, lengths + step)   # every row's new token, after the row's earlier ones
-        last = model.llm.model(input_ids=next_ids[None], attention_mask=packed.mask(len(prompts), hidden.dtype),
+        last = splice.body(input_ids=next_ids[None], attention_mask=packed.mask(len(prompts), hidden.dtype),
                                position_ids=packed.positions(len(prompts)), use_cache=True,
-                               **{_CACHE_ARG: cache}).last_hidden_state[0]
+                           **cache_kwarg(splice.body, cache)).last_hidden_state[0]
     return new

@@ -7,7 +7,8 @@
     t["encoder.blocks.0.attn.pattern"][0]  # encoder names hold a list, one tensor per audio
     t.names()                              # every name this model offers
 
-What a name holds (batch dimension dropped; `capture.py` lists the names per family):
+What a name holds (batch dimension dropped; each family's adapter declares its names,
+`capture_names(model)` lists them):
 - `*.attn.pattern` of the token sequence: (heads, rows, cols) softmax probabilities; rows are the
   query positions `t.rows`, cols the key positions `t.cols`;
 - Whisper's `decoder.layers.{i}.cross_attn.pattern`: (heads, rows, 1500 encoder frames of 20 ms);
@@ -18,9 +19,10 @@ What a name holds (batch dimension dropped; `capture.py` lists the names per fam
 rows / cols select positions of the token sequence: None or "all", "last", a group ("audio",
 "tags", "text"), a part ("prompt", "output"), a list of these (their union), an int, a slice, a
 sequence of ints, or a boolean mask. A tag prompt has no "text" of its own (its positions are audio
-and tags): the model's answer is the text, so trace it with generate=N and rows="output". `heads` selects heads of every pattern. What the request would
-keep, plus one layer's full pattern while it is computed, is checked against `max_bytes` (default
-2 GiB) before anything runs; a request over it fails with its size and how to narrow it.
+and tags): the model's answer is the text, so trace it with generate=N and rows="output". `heads`
+selects heads of every pattern. What the request would keep, plus one layer's full pattern while it
+is computed, is checked against `max_bytes` (default 2 GiB) before anything runs; a request over it
+fails with its size and how to narrow it.
 """
 from __future__ import annotations
 
@@ -33,14 +35,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.audio import ENCODER_FRAME_SECONDS
-from workbench.analysis.capture import Point, Selection, anatomy, check_heads, recording, resolve_capture
-from workbench.errors import TraceRequestError
-from workbench.figures.attention import (plot_attention_mass, plot_attention_over_time, plot_attention_pattern,
-                                         plot_audio_attention, plot_encoder_attention)
-from workbench.models.base import Generation, ModelInputs
+from workbench.analysis.capabilities import require
+from workbench.analysis.capture import Point, Selection, check_heads, recording, resolve_capture
 from workbench.analysis.positions import GROUPS, label_positions, select_positions
-from workbench.errors import TraceTooLargeError
+from workbench.audio import ENCODER_FRAME_SECONDS
+from workbench.errors import TraceRequestError, TraceTooLargeError
+from workbench.figures.attention import (
+    plot_attention_mass,
+    plot_attention_over_time,
+    plot_attention_pattern,
+    plot_audio_attention,
+    plot_encoder_attention,
+)
+from workbench.models.base import Generation, ModelInputs
 
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3     # 2 GiB of captured tensors
 PATTERN_KINDS = ("self", "cross", "encoder")
@@ -179,9 +186,9 @@ def trace(model: Any, prompt: Any, audio: Any = None, *, capture: str | Sequence
     logits: "all" keeps (L, vocab), "last" only the last position's.
     max_bytes: the bound on the memory the capture may take (module docstring).
     """
-    parts = anatomy(model)
+    adapter = require(model, "trace")
     inputs = model.inputs(prompt, audio, audio_dir=audio_dir)
-    points = resolve_capture(capture, parts.points, layers)
+    points = resolve_capture(capture, adapter.points, layers)
     head_index = check_heads(heads, points)
     if isinstance(generate, bool) or not isinstance(generate, int) or generate < 0:
         raise TraceRequestError(f"generate={generate!r}: give a whole number of new tokens ≥ 0")
@@ -189,11 +196,11 @@ def trace(model: Any, prompt: Any, audio: Any = None, *, capture: str | Sequence
         raise TraceRequestError(f"logits={logits!r}: choose 'all' or 'last'")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TraceRequestError(f"dtype={dtype!r}: give a floating torch dtype such as torch.float16")
-    frames = parts.encoder_frames(inputs)
+    frames = adapter.encoder_frames(inputs)
     prompt_positions = label_positions(model, inputs)
-    vocab = parts.unembed.weight.shape[0]
+    vocab = adapter.unembed.weight.shape[0]
     check_size(points, prompt_positions, rows, cols, head_index, frames, generate, logits, vocab,
-               dtype or parts.unembed.weight.dtype, max_bytes)
+               dtype or adapter.unembed.weight.dtype, max_bytes)
 
     generation = None
     if generate:
@@ -204,23 +211,24 @@ def trace(model: Any, prompt: Any, audio: Any = None, *, capture: str | Sequence
     selection = Selection(rows=None if rows is None else torch.as_tensor(row_positions),
                           cols=None if cols is None else torch.as_tensor(col_positions),
                           heads=None if head_index is None else torch.as_tensor(head_index), dtype=dtype)
-    with recording(parts, points, selection, frames) as store:
+    with recording(adapter, points, selection, frames) as store:
         out = model.forward(inputs, logits_to_keep=1 if logits == "last" else None)
     missing = [p.name for p in points if p.name not in store or (p.per_audio and len(store[p.name]) != len(frames))]
     if missing:
         raise RuntimeError(f"the hooks for {missing[:4]} did not fire as expected during the forward pass: the "
-                           f"{type(model).__name__} modules changed; workbench.analysis.capture needs updating")
+                           f"{type(model).__name__} modules changed; its family's adapter needs updating")
     return Trace(family=model.family, inputs=inputs, positions=positions, logits=out.logits[0].detach(),
                  rows=row_positions, cols=col_positions, heads=head_index,
-                 activations={p.name: store[p.name] for p in points}, offered=tuple(parts.points),
-                 sequence=parts.sequence, patterns=parts.patterns, audio_attention=parts.audio_attention,
-                 encoder_frames=tuple(frames), alignment_heads=parts.alignment_heads,
+                 activations={p.name: store[p.name] for p in points}, offered=tuple(adapter.points),
+                 sequence=adapter.sequence.name, patterns=adapter.patterns, audio_attention=adapter.audio_attention,
+                 encoder_frames=tuple(frames), frame_seconds=adapter.frame_seconds,
+                 alignment_heads=adapter.alignment_heads,
                  generation=generation)
 
 
 def capture_names(model: Any) -> list[str]:
     """Every name `trace` can capture on this model, without running it."""
-    return list(anatomy(model).points)
+    return list(require(model, "trace").points)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,8 +13,14 @@ for its results' `.plot()`, never the other way round.
     style.py          one publication style, byte-deterministic saving, shared axes helpers
 """
 from workbench.figures.ablation import plot_ablation
-from workbench.figures.attention import (plot_attention_mass, plot_attention_over_time, plot_attention_pattern,
-                                         plot_audio_attention, plot_encoder_attention, plot_logit_lens)
+from workbench.figures.attention import (
+                                         plot_attention_mass,
+                                         plot_attention_over_time,
+                                         plot_attention_pattern,
+                                         plot_audio_attention,
+                                         plot_encoder_attention,
+                                         plot_logit_lens,
+)
 from workbench.figures.attribution import plot_audio_attribution, plot_tag_attribution
 from workbench.figures.clip import plot_mel, plot_waveform
 from workbench.figures.interventions import plot_head_ranking, plot_patching, plot_word_alignment

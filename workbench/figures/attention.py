@@ -16,8 +16,16 @@ from matplotlib.figure import Figure
 
 from workbench.audio import SAMPLE_RATE, SECONDS_PER_TOKEN, encoder_frames, mel_frames
 from workbench.figures.clip import plot_mel
-from workbench.figures.style import (CMAP_ATTENTION, GROUP_COLORS, SQUARE, STRIP_COLOR, TALL, figure_and_axes,
-                                     label_ticks, publication_style)
+from workbench.figures.style import (
+    CMAP_ATTENTION,
+    GROUP_COLORS,
+    SQUARE,
+    STRIP_COLOR,
+    TALL,
+    figure_and_axes,
+    label_ticks,
+    publication_style,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Attention and the logit lens, drawn from a `workbench.trace.Trace`

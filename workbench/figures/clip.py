@@ -16,8 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from workbench.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, SECONDS_PER_TOKEN, audio_tokens
-from workbench.figures.style import (CMAP_MEL, GRID_COLOR, LINE_COLOR, PADDING_COLOR, figure_and_axes,
-                                     publication_style)
+from workbench.figures.style import CMAP_MEL, GRID_COLOR, LINE_COLOR, PADDING_COLOR, figure_and_axes, publication_style
 
 MEL_BINS = (80, 128)        # Qwen-Audio / Whisper-large-v2, Qwen2-Audio / Whisper-large-v3
 EVERY_TOKEN_UP_TO = 100     # on an axis up to this many tokens wide (4 s), a line for every token

@@ -12,14 +12,22 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.patches import Rectangle
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from workbench.audio import SAMPLE_RATE
 from workbench.figures.clip import plot_mel
-from workbench.figures.style import (CMAP_ATTENTION, CMAP_DIVERGING, GROUP_COLORS, STRIP_COLOR, TALL, figure_and_axes,
-                                     label_ticks, publication_style)
+from workbench.figures.style import (
+    CMAP_ATTENTION,
+    CMAP_DIVERGING,
+    GROUP_COLORS,
+    STRIP_COLOR,
+    TALL,
+    figure_and_axes,
+    label_ticks,
+    publication_style,
+)
 
 PATCH_VALUES = ("delta", "recovery", "score")
 MAX_ANNOTATED_CELLS = 80    # heatmaps with more cells than this are not annotated (illegible)

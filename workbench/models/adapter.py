@@ -87,7 +87,7 @@ class Splice:
     embed: Callable[[Any, Any], torch.Tensor]                    # (inputs, audio embeds) → (L, d), audio spliced in
     body: nn.Module             # the LLM without its head: inputs_embeds, attention_mask, position_ids, cache
     head: nn.Module             # hidden states → logits
-    new_cache: Callable[[], Any]                                 # an empty KV cache for `body`
+    new_cache: Callable[..., Any]       # (layers=()) → a KV cache for `body` holding those (keys, values)
     with_text: Callable[[Any, str], Any]    # (prompt up to its audio, text) → one prompt, the audio reused
     max_positions: int          # the longest sequence the family computes exactly
 

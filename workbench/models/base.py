@@ -10,6 +10,8 @@ Hooks a family implements:
   prompt run alone): each defaults to the other;
 - `_generate_ids` and/or `_generate_batch`: greedy new ids, stop token included when hit;
 - `_parameter_groups()`: named parts for `describe()`;
+- `_adapter()`: what the family is made of, for the analyses (`workbench.models.adapter`), with the
+  class attributes `label` (its name in the capability table) and `parts` (the parts it declares);
 - optionally `stop_ids(inputs)` when the stop tokens depend on the prompt.
 
 Audio reaches every family through `read_audio`: a path, an `(array, rate)` pair (resampled to
@@ -20,16 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from workbench.audio import CHUNK_SECONDS, is_url, load_audio, url_message
 from workbench.errors import AudioError, LongAudioError, TruncatedAudioError
+from workbench.models.adapter import Adapter
 
 
 @contextlib.contextmanager
@@ -142,6 +146,8 @@ class AudioLM:
     """Common surface. Subclasses set `family`, `tokenizer`, `config` and implement the hooks."""
 
     family: str = "?"
+    label: ClassVar[str] = "?"                  # the family's name in the capability table
+    parts: ClassVar[frozenset[str]] = frozenset()   # the adapter parts it declares (adapter.PARTS)
     tokenizer: Any = None
     config: Any = None
     stop_token_ids: tuple[int, ...] = ()
@@ -181,6 +187,15 @@ class AudioLM:
     def _parameter_groups(self) -> dict[str, torch.nn.Module]:
         """Named parts for describe(), e.g. {'encoder': …, 'projector': …, 'llm': …}."""
         raise NotImplementedError
+
+    def _adapter(self) -> Adapter:
+        """What the family is made of, for the analyses (`workbench.models.adapter`)."""
+        raise NotImplementedError
+
+    @functools.cached_property
+    def adapter(self) -> Adapter:
+        """The family's `Adapter`: capture points, stacks, frame geometry, text, optional parts."""
+        return self._adapter()
 
     def stop_ids(self, inputs: ModelInputs) -> frozenset[int]:
         """Token ids that end generation for this prompt."""
@@ -322,11 +337,6 @@ class AudioLM:
 
     def decode(self, ids: Sequence[int], *, keep_tags: bool = True) -> str:
         return self.tokenizer.decode(list(ids), keep_tags=keep_tags)
-
-    def trace(self, prompt: Any, audio: Any = None, **options: Any) -> Any:
-        """`workbench.trace.trace(self, …)`: one forward with labelled positions and captured tensors."""
-        from workbench.analysis.trace import trace   # trace imports models: import here, not at the top
-        return trace(self, prompt, audio, **options)
 
     def describe(self) -> dict[str, Any]:
         """Parameter counts per part, dtype and device."""

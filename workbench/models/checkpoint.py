@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from workbench.errors import CheckpointError, CheckpointFileNotFoundError, NonFiniteWeightsError, UnsupportedDtypeError, WeightDtypeError
+
+from workbench.errors import (
+    CheckpointError,
+    CheckpointFileNotFoundError,
+    NonFiniteWeightsError,
+    UnsupportedDtypeError,
+    WeightDtypeError,
+)
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -62,6 +69,20 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         return prod(self.shape) * self.dtype.itemsize
+
+
+def read_config_json(path: Path) -> dict:
+    """A checkpoint's config.json as a dict; invalid JSON names the file and where it breaks (the
+    same CheckpointError as `read_json`, which the Qwen-Audio loader uses)."""
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column "
+                                f"{error.colno}): fix the file, or restore it from the original checkpoint") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object of settings: restore "
+                                "it from the original checkpoint")
+    return config
 
 
 def read_json(path: Path, what: str) -> dict:

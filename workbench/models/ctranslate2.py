@@ -30,10 +30,18 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from workbench.errors import Ct2FormatError
+from tokenizers import AddedToken
+from transformers import (
+    GenerationConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
+)
 
+from workbench.errors import Ct2FormatError, NonFiniteWeightsError, WeightDtypeError
 from workbench.models.checkpoint import is_finite
-from workbench.errors import NonFiniteWeightsError, WeightDtypeError
 
 # dtype code in model.bin → numpy dtype of the raw bytes. bfloat16 has no numpy dtype: its bytes
 # are read as uint16 and reinterpreted by torch.
@@ -342,9 +350,6 @@ def build_tokenizer(directory: Path, vocab_size: int):
     with `<|0.00|>` … `<|30.00|>`. Without them the tokenizer cannot encode or show a timestamp,
     so they are added as special tokens, named from `vocabulary.txt` when it is there.
     """
-    from tokenizers import AddedToken
-    from transformers import WhisperTokenizer
-
     tokenizer_file = directory / "tokenizer.json"
     if not tokenizer_file.exists():
         raise FileNotFoundError(f"{directory} has model.bin but no tokenizer.json: a faster-whisper directory "
@@ -374,8 +379,6 @@ def build_tokenizer(directory: Path, vocab_size: int):
 
 def whisper_config(model: Ct2Model, ct2_config: dict, tokenizer, n_mels: int, tied: bool):
     """A transformers `WhisperConfig` + `GenerationConfig` read off the weights' shapes and the ct2 config."""
-    from transformers import GenerationConfig, WhisperConfig
-
     token = tokenizer.convert_tokens_to_ids
     eos, start = token("<|endoftext|>"), token("<|startoftranscript|>")
     config = WhisperConfig(
@@ -425,8 +428,6 @@ def load_ct2_whisper(directory: str | Path, *, model_bin: Iterable[str | Path] |
     `model_bin` gives the ordered parts of a split model.bin when they are not `directory/model.bin`.
     The model keeps the checkpoint's dtype (float16 for faster-whisper's releases).
     """
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
-
     directory = Path(directory)
     ct2 = read_ct2_model(list(model_bin) if model_bin is not None else directory / "model.bin")
     state = whisper_state_dict(ct2)

@@ -9,34 +9,27 @@ The family is read off what is on disk, never guessed from a name:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from workbench.errors import CheckpointError
-from workbench.models.base import AudioLM
 from workbench.errors import UnknownModelError
+from workbench.models import registry
+from workbench.models.base import AudioLM
+from workbench.models.checkpoint import read_config_json
+from workbench.models.qwen2_audio import Qwen2AudioLM, load_qwen2_audio
+from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
+from workbench.models.qwen_audio.nano import load_nano
+from workbench.models.whisper import WhisperLM, load_whisper
+
+# Every family `load` returns, in the order of the capability table.
+FAMILIES: tuple[type[AudioLM], ...] = (QwenAudio, Qwen2AudioLM, WhisperLM)
 
 
 # Options of Qwen-Audio checkpoints (and "nano") beyond dtype / device / attn, for the error that
 # names them when another family is given them.
 QWEN_AUDIO_OPTIONS = ("audio_batching", "audio_decoder", "audio_on_long", "audio_on_truncated", "chat", "device_map")
-
-
-def read_config_json(path: Path) -> dict:
-    """A checkpoint's config.json as a dict; invalid JSON names the file and where it breaks (the
-    same CheckpointError as `workbench.checkpoint.read_json`, which the Qwen-Audio loader uses)."""
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column "
-                                f"{error.colno}): fix the file, or restore it from the original checkpoint") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object of settings: restore "
-                                "it from the original checkpoint")
-    return config
 
 
 def _refuse_options(what: str, family: str, options: dict) -> None:
@@ -80,15 +73,15 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
 
     Qwen-Audio checkpoints (and "nano") take more options: `device_map`, `audio_batching`,
     `audio_decoder`, `audio_on_long`, `chat` (see `workbench.models.qwen_audio.load_qwen_audio`)."""
-    from workbench.models import registry
-
     name = str(source)
     if name == "nano":   # the embedded default: a Qwen-Audio v1 checkpoint inside the package
-        from workbench.models.qwen_audio.nano import load_nano
         return load_nano(dtype=dtype, device=device, attn=attn, **options)
     if name in registry.KNOWN_MODELS:
         _refuse_options(repr(name), registry.KNOWN_MODELS[name].family.capitalize(), options)
-        return registry.load_named(name, dtype=dtype, device=device, attn=attn, **options)
+        packaged = registry.lookup(name)
+        if packaged.family != "whisper":   # the only family PyPI packages carry so far
+            raise ValueError(f"{name}: no loader for family {packaged.family!r}")
+        return load_whisper(registry.ensure_converted(packaged), dtype=dtype, device=device, attn=attn, **options)
     directory = Path(source).expanduser()
     if not directory.exists():
         raise UnknownModelError(
@@ -100,10 +93,7 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
     if family != "qwen-audio":
         _refuse_options(str(directory), {"qwen2-audio": "Qwen2-Audio"}.get(family, "Whisper"), options)
     if family == "qwen-audio":
-        from workbench.models.qwen_audio import load_qwen_audio
         return load_qwen_audio(directory, dtype=dtype, device=device, attn=attn, **options)
     if family == "qwen2-audio":
-        from workbench.models.qwen2_audio import load_qwen2_audio
         return load_qwen2_audio(directory, dtype=dtype, device=device, attn=attn, **options)
-    from workbench.models.whisper import load_whisper
     return load_whisper(directory, dtype=dtype, device=device, attn=attn, **options)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+
 from workbench.errors import DeviceMapError
 
 __all__ = ["DeviceMapError", "auto_device_map", "dispatch", "plan_units", "resolve_device_map", "unit_of"]

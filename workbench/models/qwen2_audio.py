@@ -16,7 +16,6 @@ placeholders (n_tok + 2 positions, as v1), else over the placeholders alone.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import warnings
@@ -27,35 +26,46 @@ import numpy as np
 import torch
 from transformers import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 from transformers.cache_utils import DynamicCache
-from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
-from workbench.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, check_min_length
-from workbench.models.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
-from workbench.models.loading import read_config_json
-from workbench.models.base import AudioLM, AudioSpan, audio_label, ForwardOutput, ModelInputs, eager_attention
-from workbench.errors import UnknownTagWarning
-from workbench.errors import NotAQwen2AudioDirectoryError, Qwen2AudioPromptError
+from workbench.audio import ENCODER_FRAME_SECONDS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, SECONDS_PER_TOKEN
+from workbench.audio_checks import check_min_length
+from workbench.errors import NotAQwen2AudioDirectoryError, Qwen2AudioPromptError, UnknownTagWarning
+from workbench.models.adapter import Adapter, Stack, encoder_points, sequence_points
+from workbench.models.base import (
+    AudioLM,
+    AudioSpan,
+    ForwardOutput,
+    ModelInputs,
+    audio_label,
+    eager_attention,
+)
+from workbench.models.cache import cache_kwarg
+from workbench.models.checkpoint import check_dtype_runs, read_config_json, resolve_device, resolve_dtype
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 AUDIO_REF = re.compile(r"<audio>(.*?)</audio>", re.DOTALL)
 TAG_LIKE = re.compile(r"<\|[^<>|]*\|>")
 STOP_TOKENS = ("<|endoftext|>", "<|im_end|>")
 
-# transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
-_CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2AudioModel.forward).parameters else "past_key_values"
+
+
+def encoder_frame_count(n_samples: int) -> int:
+    """Encoder frames of a clip of `n_samples` (16 kHz), as transformers' processor counts them: mel
+    frames as ceil(L / 160) (the frames its STFT mask covers; v1 takes L // 160), halved by conv2.
+    The tower always runs the 30 s window; frames past this count are padding."""
+    mel = min(math.ceil(n_samples / HOP_LENGTH), N_FRAMES)
+    return (mel - 1) // 2 + 1
 
 
 def audio_token_count(n_samples: int) -> int:
     """`<|AUDIO|>` placeholders transformers' processor writes for a clip of `n_samples` (16 kHz).
 
-    The §6 formula n_tok = (T - 2) // 2 + 1, T = (mel - 1) // 2 + 1, as Qwen-Audio v1 (without its
-    +2 for bos/eos). One difference: the processor counts mel frames as ceil(L / 160) (the frames
-    its STFT mask covers), v1 as L // 160. When L is not a multiple of 160 and L // 160 ≡ 2 (mod 4),
-    Qwen2-Audio gets one token more than v1 would (e.g. L = 16,321: 26 against 25).
+    The §6 formula n_tok = (T - 2) // 2 + 1 over the encoder frames T (`encoder_frame_count`), as
+    Qwen-Audio v1 (without its +2 for bos/eos). Because of the ceil, when L is not a multiple of
+    160 and L // 160 ≡ 2 (mod 4), Qwen2-Audio gets one token more than v1 would (e.g. L = 16,321:
+    26 against 25).
     """
-    mel = min(math.ceil(n_samples / HOP_LENGTH), N_FRAMES)
-    frames = (mel - 1) // 2 + 1
-    return (frames - 2) // 2 + 1
+    return (encoder_frame_count(n_samples) - 2) // 2 + 1
 
 
 # The shortest clip that gives one `<|AUDIO|>` (fewer: none, and the prompt has no place for the clip).
@@ -93,6 +103,8 @@ def load_qwen2_audio(path: str | Path, *, dtype: torch.dtype | str | None = None
 class Qwen2AudioLM(AudioLM):
     family = "qwen2-audio"
     example_prompt = "'<|audio_bos|><|AUDIO|><|audio_eos|>What does the person say?'"
+    label = "Qwen2-Audio"
+    parts = frozenset({"capture"})
 
     def __init__(self, model: Qwen2AudioForConditionalGeneration, processor: Qwen2AudioProcessor, source: str = ""):
         self.model, self.processor, self.source = model, processor, source
@@ -221,7 +233,7 @@ class Qwen2AudioLM(AudioLM):
         the full 30 s window; rows and columns past T are padding (masked as keys), left out here."""
         result = []
         for k, span in enumerate(inputs.audios):
-            frames = (min(math.ceil(span.n_samples / HOP_LENGTH), N_FRAMES) - 1) // 2 + 1
+            frames = encoder_frame_count(span.n_samples)
             result.append(tuple(weights[k, :, :frames, :frames] for weights in layers))
         return result
 
@@ -233,7 +245,7 @@ class Qwen2AudioLM(AudioLM):
         mask = kwargs.pop("attention_mask")
         new: list[int] = []
         for _ in range(max_new_tokens):
-            hidden = core(**kwargs, attention_mask=mask, use_cache=True, **{_CACHE_ARG: cache}).last_hidden_state
+            hidden = core(**kwargs, attention_mask=mask, use_cache=True, **cache_kwarg(core, cache)).last_hidden_state
             token = int(self.model.lm_head(hidden[:, -1]).argmax(-1))
             new.append(token)
             if token in self.stop_token_ids:
@@ -249,3 +261,28 @@ class Qwen2AudioLM(AudioLM):
         core = self.model.model
         return {"encoder": core.audio_tower, "projector": core.multi_modal_projector,
                 "llm": torch.nn.ModuleList([core.language_model, self.model.lm_head])}
+
+    def _adapter(self) -> Adapter:
+        """Tower `encoder.layers.{i}.*` (transformers' Whisper-style layers), LLM `llm.*` (Qwen2). The
+        audio's 40 ms tokens sit in the LLM's sequence between `<|audio_bos|>` and `<|audio_eos|>`."""
+        core = self.model.model
+        tower, language = core.audio_tower, core.language_model
+        audio_config, text_config = self.config.audio_config, self.config.text_config
+        points = encoder_points("encoder.layers", tower.layers, "self_attn", "attention",
+                                audio_config.encoder_attention_heads, audio_config.d_model)
+        points.update(sequence_points("llm", language.layers, "self_attn", text_config.num_attention_heads,
+                                      text_config.hidden_size))
+        return Adapter(
+            family=self.family, points=points, root=core,
+            sequence=Stack("llm", tuple(language.layers), tuple(layer.self_attn.o_proj for layer in language.layers),
+                           text_config.num_attention_heads),
+            encoder=Stack("encoder", tuple(tower.layers), tuple(layer.self_attn.out_proj for layer in tower.layers),
+                          audio_config.encoder_attention_heads),
+            norm=language.norm, unembed=self.model.lm_head,
+            patterns={"self": "llm.layers.{}.attn.pattern", "encoder": "encoder.layers.{}.attn.pattern"},
+            audio_attention="self",
+            encoder_frames=lambda inputs: [encoder_frame_count(a.n_samples) for a in inputs.audios],
+            frame_seconds=ENCODER_FRAME_SECONDS, step_seconds=SECONDS_PER_TOKEN,
+            encode_text=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
+            first_special_id=self.tokenizer.convert_tokens_to_ids("<|endoftext|>"), transcript_lead="",
+            audio_marks=("<audio>", self.audio_token))

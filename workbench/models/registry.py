@@ -35,8 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from workbench.errors import UnknownModelError
-from workbench.errors import CacheNotWritableError, CacheRebuildWarning, ChecksumMismatchError, MissingPackageError
+from workbench.errors import (
+    CacheNotWritableError,
+    CacheRebuildWarning,
+    ChecksumMismatchError,
+    MissingPackageError,
+    UnknownModelError,
+)
+from workbench.models.ctranslate2 import convert_ct2_whisper
 
 CONVERTER_VERSION = 2   # bump when the conversion changes, so old caches are rebuilt
 MARKER = "workbench-source.json"
@@ -294,8 +300,6 @@ def ensure_converted(name_or_model: str | PackagedModel) -> Path:
 
 def _convert(model: PackagedModel, directory: Path, weights: Sequence[Path], target: Path,
              key: dict[str, Any]) -> Path:
-    from workbench.models.ctranslate2 import convert_ct2_whisper
-
     # Convert into a staging sibling and rename it into place: an interrupted conversion never
     # leaves a half-written cache, and of two processes converting at once the second keeps the
     # first one's result. A failure removes the staging (finally); a SIGKILL cannot, so the next
@@ -328,12 +332,3 @@ def _convert(model: PackagedModel, directory: Path, weights: Sequence[Path], tar
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def load_named(name: str, **options: Any):
-    """Load a packaged model by name through its family's loader (options: dtype, device, attn)."""
-    model = lookup(name)
-    if model.family == "whisper":
-        from workbench.models.whisper import load_whisper
-        return load_whisper(ensure_converted(model), **options)
-    raise ValueError(f"{name}: no loader for family {model.family!r}")

@@ -20,7 +20,6 @@ transcript without a language and a task tag gets a `MissingWhisperTagsWarning`.
 """
 from __future__ import annotations
 
-import inspect
 import re
 import warnings
 from dataclasses import dataclass
@@ -30,24 +29,46 @@ from typing import Any, Sequence
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-from transformers.models.whisper.modeling_whisper import WhisperDecoder
-
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-from workbench.models.loading import read_config_json
-from workbench.errors import UnknownModelError
-from workbench.models.checkpoint import check_dtype_runs, resolve_device, resolve_dtype
-from workbench.models.base import AudioLM, AudioSpan, audio_label, ForwardOutput, ModelInputs, eager_attention
-from workbench.errors import UnknownTagWarning
-from workbench.errors import MissingWhisperTagsWarning, NotAWhisperDirectoryError, WhisperPromptError
+from workbench.audio import ENCODER_FRAME_SECONDS
+from workbench.errors import (
+    ContextTooLongError,
+    MissingWhisperTagsWarning,
+    NotAWhisperDirectoryError,
+    UnknownModelError,
+    UnknownTagWarning,
+    WhisperPromptError,
+)
+from workbench.models import registry
+from workbench.models.adapter import (
+    CROSS_AXES,
+    SEQUENCE_AXES,
+    Adapter,
+    Interventions,
+    Point,
+    Stack,
+    encoder_points,
+    natural,
+    sequence_points,
+)
+from workbench.models.base import (
+    AudioLM,
+    AudioSpan,
+    ForwardOutput,
+    ModelInputs,
+    audio_label,
+    eager_attention,
+)
+from workbench.models.cache import cache_kwarg
+from workbench.models.checkpoint import check_dtype_runs, read_config_json, resolve_device, resolve_dtype
+from workbench.models.ctranslate2 import is_ct2_directory, load_ct2_whisper
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STANDARD_PREFIX = "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"
 AUDIO_REF = re.compile(r"<audio>(.*?)</audio>", re.DOTALL)
 TAG_LIKE = re.compile(r"<\|[^<>|]*\|>")
 
-# transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
-_CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperDecoder.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -69,8 +90,6 @@ def load_whisper(path_or_name: str | Path, *, dtype: torch.dtype | str | None = 
     dtype defaults to float32 and device to CPU. attn is "sdpa" (fast) or "eager"; attention
     weights are returned either way (the model switches to eager while it captures them).
     """
-    from workbench.models import registry
-
     if attn not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attn={attn!r}: use one of {ATTENTION_IMPLEMENTATIONS}")
     if isinstance(path_or_name, str) and path_or_name in registry.KNOWN_MODELS:
@@ -89,8 +108,6 @@ def load_whisper(path_or_name: str | Path, *, dtype: torch.dtype | str | None = 
 
 
 def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
-    from workbench.models.ctranslate2 import is_ct2_directory, load_ct2_whisper
-
     config_path = directory / "config.json"
     config = read_config_json(config_path) if config_path.is_file() else {}
     if config.get("model_type") == "whisper":
@@ -108,6 +125,8 @@ def _read_directory(directory: Path, dtype: torch.dtype, attn: str) -> tuple[Whi
 
 class WhisperLM(AudioLM):
     family = "whisper"
+    label = "Whisper"
+    parts = frozenset({"capture", "interventions"})
     example_prompt = repr(STANDARD_PREFIX)
 
     def __init__(self, model: WhisperForConditionalGeneration, processor: WhisperProcessor, source: str = ""):
@@ -197,27 +216,49 @@ class WhisperLM(AudioLM):
             encoder_hidden_states=encoded.hidden_states if output_hidden_states else None,
         )
 
-    # --- generation ------------------------------------------------------------------------
-    def _generate_ids(self, inputs: ModelInputs, *, max_new_tokens: int) -> list[int]:
-        """Greedy decoding with a KV cache; the audio is encoded once."""
+    # --- the audio encoded once, the decoder run and decoded from it -------------------------
+    def encode_audio(self, inputs: ModelInputs) -> tuple[torch.Tensor, DynamicCache]:
+        """The encoder's output and every decoder layer's cross-attention keys and values: they
+        depend on the audio only, so computed once they serve every decoder run on this audio
+        (a decoder pass over 1500 frames then costs ~10x less)."""
+        hidden = self._encode(inputs).last_hidden_state
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        decoder = self.model.model.decoder
+        decoder(input_ids=inputs.input_ids[:, :1].to(self.device), encoder_hidden_states=hidden, use_cache=True,
+                **cache_kwarg(decoder, cache))
+        return hidden, cache.cross_attention_cache
+
+    def _decoder_step(self, ids: torch.Tensor, audio: tuple[torch.Tensor, DynamicCache],
+                      cache: EncoderDecoderCache) -> torch.Tensor:
+        decoder = self.model.model.decoder
+        return decoder(input_ids=ids.to(self.device), encoder_hidden_states=audio[0], use_cache=True,
+                       **cache_kwarg(decoder, cache)).last_hidden_state
+
+    def run(self, inputs: ModelInputs, audio: tuple[torch.Tensor, DynamicCache],
+            keep: slice = slice(None)) -> torch.Tensor:
+        """Logits (kept rows, vocab) of the decoder prefix, from the audio `encode_audio` returned."""
+        hidden = self._decoder_step(inputs.input_ids, audio, EncoderDecoderCache(DynamicCache(), audio[1]))
+        return self.model.proj_out(hidden[0, keep]).float()
+
+    def greedy(self, inputs: ModelInputs, audio: tuple[torch.Tensor, DynamicCache], max_new_tokens: int) -> list[int]:
+        """Greedy decoding with a KV cache from the encoded audio; new ids, stop token included."""
         limit = self.config.max_target_positions
         if inputs.length + max_new_tokens - 1 > limit:
-            raise ValueError(f"a decoder prefix of {inputs.length} tokens with max_new_tokens={max_new_tokens} "
-                             f"exceeds Whisper's {limit} decoder positions: lower max_new_tokens to at most "
-                             f"{limit - inputs.length + 1}")
-        audio = self._encode(inputs).last_hidden_state
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        step = inputs.input_ids.to(self.device)
-        new: list[int] = []
+            raise ContextTooLongError(
+                f"a decoder prefix of {inputs.length} tokens with max_new_tokens={max_new_tokens} exceeds "
+                f"Whisper's {limit} decoder positions: lower max_new_tokens to at most {limit - inputs.length + 1}")
+        cache, ids, new = EncoderDecoderCache(DynamicCache(), audio[1]), inputs.input_ids, []
+        stops = self.stop_ids(inputs)
         for _ in range(max_new_tokens):
-            hidden = self.model.model.decoder(input_ids=step, encoder_hidden_states=audio, use_cache=True,
-                                              **{_CACHE_ARG: cache}).last_hidden_state
-            token = int(self.model.proj_out(hidden[:, -1]).argmax(-1))
+            token = int(self.model.proj_out(self._decoder_step(ids, audio, cache)[0, -1]).argmax())
             new.append(token)
-            if token in self.stop_token_ids:
+            if token in stops:
                 break
-            step = torch.tensor([[token]], device=self.device)
+            ids = torch.tensor([[token]])
         return new
+
+    def _generate_ids(self, inputs: ModelInputs, *, max_new_tokens: int) -> list[int]:
+        return self.greedy(inputs, self.encode_audio(inputs), max_new_tokens)
 
     def decode(self, ids: Sequence[int], *, keep_tags: bool = True) -> str:
         # The tokenizers backend, not WhisperTokenizer.decode: the latter drops timestamp tokens
@@ -230,6 +271,39 @@ class WhisperLM(AudioLM):
             groups["proj_out"] = self.model.proj_out
         return groups
 
+    def _adapter(self) -> Adapter:
+        """Encoder `encoder.layers.{i}.*`; decoder `decoder.embed`, `decoder.layers.{i}.self_attn.*`,
+        `.cross_attn.*`, `.resid_post`. The audio occupies no position of the decoder's sequence: the
+        decoder reaches it through cross-attention over the encoder's 1500 frames of 20 ms."""
+        whisper, config = self.model, self.config
+        encoder, decoder = whisper.model.encoder, whisper.model.decoder
+        points = encoder_points("encoder.layers", encoder.layers, "self_attn", "attention",
+                                config.encoder_attention_heads, config.d_model)
+        points.update(sequence_points("decoder", decoder.layers, "self_attn", config.decoder_attention_heads,
+                                      config.d_model, attn_name="self_attn"))
+        for i, layer in enumerate(decoder.layers):
+            base = f"decoder.layers.{i}.cross_attn"
+            points[f"{base}.pattern"] = Point(f"{base}.pattern", layer.encoder_attn, "attention", CROSS_AXES,
+                                              n_heads=config.decoder_attention_heads)
+            points[f"{base}.out"] = Point(f"{base}.out", layer.encoder_attn, "output", SEQUENCE_AXES,
+                                          width=config.d_model)
+        heads = getattr(whisper.generation_config, "alignment_heads", None) or ()
+        return Adapter(
+            family=self.family, points=dict(sorted(points.items(), key=lambda item: natural(item[0]))), root=whisper,
+            sequence=Stack("decoder", tuple(decoder.layers), tuple(layer.self_attn.out_proj for layer in decoder.layers),
+                           config.decoder_attention_heads),
+            encoder=Stack("encoder", tuple(encoder.layers), tuple(layer.self_attn.out_proj for layer in encoder.layers),
+                          config.encoder_attention_heads),
+            norm=decoder.layer_norm, unembed=whisper.proj_out,
+            patterns={"self": "decoder.layers.{}.self_attn.pattern", "cross": "decoder.layers.{}.cross_attn.pattern",
+                      "encoder": "encoder.layers.{}.attn.pattern"},
+            audio_attention="cross",
+            encoder_frames=lambda inputs: [config.max_source_positions] * len(inputs.audios),
+            frame_seconds=ENCODER_FRAME_SECONDS, step_seconds=ENCODER_FRAME_SECONDS,
+            encode_text=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
+            first_special_id=self.tokenizer.eos_token_id, transcript_lead=" ", audio_marks=("<audio>",),
+            alignment_heads=tuple((int(layer), int(head)) for layer, head in heads),
+            interventions=Interventions(encode=self.encode_audio, run=self.run, greedy=self.greedy))
 
 def _is_multilingual(model: WhisperForConditionalGeneration) -> bool:
     """openai-whisper's test for a real vocabulary: the English-only models have 51,864 ids, the

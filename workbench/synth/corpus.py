@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from workbench.errors import CorpusError
+
 from .prompts import STOP, TASKS, chat_prompt, user_message
 from .splits import SPLITS
 from .tasks import SAMPLE_RATE, Item, build_items
-from workbench.errors import CorpusError
 
 MAX_SECONDS = 30.0  # Qwen-Audio cuts audio at 30 s
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import grammar
-from .sounds import (SAMPLE_RATE, band, bell, brown, chirp, fade, knock, seconds, tone, unit, white, wind)
-from .speech import Voice, VARIANTS, synthesize
+from .sounds import SAMPLE_RATE, band, bell, brown, chirp, fade, knock, seconds, tone, unit, white, wind
+from .speech import VARIANTS, Voice, synthesize
 
 SCENES = ("street", "cafe", "park", "office", "train", "beach")
 N_LAYOUTS = 100  # layouts per scene; each lands in one split

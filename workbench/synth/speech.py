@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import soxr
+
 from workbench.errors import MissingToolError
 
 SAMPLE_RATE = 16_000

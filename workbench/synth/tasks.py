@@ -175,7 +175,7 @@ def _mna_batch(rngs: list[np.random.Generator], split: str) -> list[Item]:
     planned = []
     for rng in rngs:
         family = list(notes.FAMILIES)[rng.integers(len(notes.FAMILIES))]
-        planned.append(draw(rng, split, lambda r: notes.sample_note(r, family), lambda n: n.key))
+        planned.append(draw(rng, split, lambda r, family=family: notes.sample_note(r, family), lambda n: n.key))
     items = []
     for note, clip in zip(planned, notes.render_notes(planned)):
         sonic = notes.qualities(clip)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from workbench.models.checkpoint import TensorInfo
 from workbench.errors import CheckpointError
+from workbench.models.checkpoint import TensorInfo
 from workbench.models.qwen_audio.encoder import AudioEncoder, EncoderConfig
 from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, N_BPE_RANKS
 

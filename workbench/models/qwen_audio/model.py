@@ -25,7 +25,6 @@ smaller ranks file (the packaged nano model) has the same tags at smaller ids.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,26 +32,38 @@ import torch
 from torch import nn
 from transformers import Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2RotaryEmbedding
+from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
-from workbench.audio import (DECODERS, MIN_SAMPLES, TRUNCATION_POLICIES, audio_span_tokens, check_min_length,
-                            encoder_frames, log_mel)
-from workbench.models.checkpoint import check_dtype_runs, load_into, read_config, read_json, resolve_device, resolve_dtype, tensor_index
-from workbench.errors import CheckpointError, CheckpointFileNotFoundError, UnsupportedDtypeError
+from workbench.audio import DECODERS, MIN_SAMPLES, TRUNCATION_POLICIES, audio_span_tokens, encoder_frames, log_mel
+from workbench.audio_checks import check_min_length
+from workbench.errors import AudioTagError, CheckpointError, CheckpointFileNotFoundError, ContextTooLongError
+from workbench.models.adapter import Adapter
 from workbench.models.base import AudioLM, AudioSpan, ForwardOutput, ModelInputs, eager_attention
+from workbench.models.cache import cache_kwarg
+from workbench.models.checkpoint import (
+    check_dtype_runs,
+    load_into,
+    read_config,
+    read_json,
+    resolve_device,
+    resolve_dtype,
+    tensor_index,
+)
+from workbench.models.placement import dispatch, plan_units, resolve_device_map, unit_of
+from workbench.models.qwen_audio.adapter import qwen_audio_adapter
 from workbench.models.qwen_audio.config import (
-    QwenAudioConfig, build_network, check_vocabulary, is_ignored, network_parts, weight_targets,
+    QwenAudioConfig,
+    build_network,
+    check_vocabulary,
+    is_ignored,
+    network_parts,
+    weight_targets,
 )
 from workbench.models.qwen_audio.encoder import ATTENTION_IMPLEMENTATIONS, AUDIO_BATCHING, AudioEncoder, EncoderOutput
-from workbench.models.placement import dispatch, plan_units, resolve_device_map, unit_of
 from workbench.tokenizer import TIKTOKEN_FILE, QwenAudioTokenizer, audio_refs
-from workbench.errors import AudioTagError
-from workbench.errors import ContextTooLongError
 
-__all__ = ["ContextTooLongError", "QwenAudio", "UnsupportedDtypeError", "load_qwen_audio"]
+__all__ = ["QwenAudio", "load_qwen_audio"]
 
-# transformers renamed `past_key_values` to `cache` during 5.x; pass whichever this version takes.
-_CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2Model.forward).parameters else "past_key_values"
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -128,6 +139,9 @@ def load_qwen_audio(path: str | Path, *, dtype: str | torch.dtype | None = None,
 
 class QwenAudio(AudioLM):
     audio_options_settable = True   # wb.load(…, audio_on_long=…) and with_options set how files are read
+    family = "qwen-audio"       # "qwen-audio-chat" for the chat model (set per instance)
+    label = "Qwen-Audio (v1, -Chat, nano)"
+    parts = frozenset({"capture", "interventions", "splice", "chat"})
 
     def __init__(self, network: nn.ModuleDict, tokenizer: QwenAudioTokenizer, config: QwenAudioConfig, *,
                  audio_batching: str = "separate", audio_decoder: str = "auto", audio_on_long: str = "error",
@@ -185,6 +199,9 @@ class QwenAudio(AudioLM):
     def _parameter_groups(self) -> dict[str, nn.Module]:
         return network_parts(self.network)
 
+    def _adapter(self) -> Adapter:
+        return qwen_audio_adapter(self)
+
     # -- inputs ------------------------------------------------------------------------------
     def _build_inputs(self, text: str, audios: Sequence[Any], audio_dir: str | Path | None) -> ModelInputs:
         refs = audio_refs(text)
@@ -240,8 +257,13 @@ class QwenAudio(AudioLM):
             f"{what} needs {positions} positions, more than {limit}: {reason}; shorten the prompt (fewer or shorter "
             "audios, less history) or ask for fewer new tokens")
 
-    def _prepare(self, batch: list[ModelInputs], output_encoder_attentions: bool = False):
-        encoded = [self.encode_audio(inputs, output_attentions=output_encoder_attentions) for inputs in batch]
+    def _prepare(self, batch: list[ModelInputs], output_encoder_attentions: bool = False,
+                 audio_embeds: Sequence[Sequence[torch.Tensor]] | None = None):
+        """Encoded audio, left-padded input embeddings, mask and positions; `audio_embeds` (per prompt,
+        per audio) when the audio is already encoded."""
+        encoded = ([EncoderOutput(embeds=list(embeds), attentions=None) for embeds in audio_embeds]
+                   if audio_embeds is not None else
+                   [self.encode_audio(inputs, output_attentions=output_encoder_attentions) for inputs in batch])
         embeds = [self.embed(inputs, out.embeds) for inputs, out in zip(batch, encoded)]
         return encoded, *_left_pad(embeds)
 
@@ -272,19 +294,21 @@ class QwenAudio(AudioLM):
         return results
 
     # -- generation --------------------------------------------------------------------------
-    def _generate_batch(self, batch: list[ModelInputs], *, max_new_tokens: int) -> list[list[int]]:
-        """Greedy decoding with a KV cache; the audio enters through the prompt's embeddings only."""
+    def _generate_batch(self, batch: list[ModelInputs], *, max_new_tokens: int,
+                        audio_embeds: Sequence[Sequence[torch.Tensor]] | None = None) -> list[list[int]]:
+        """Greedy decoding with a KV cache; the audio enters through the prompt's embeddings only
+        (`audio_embeds`, per prompt, when it is already encoded)."""
         for inputs in batch:
             self._check_length(inputs.length + max_new_tokens - 1,
                                f"a prompt of {inputs.length} tokens with max_new_tokens={max_new_tokens}")
-        _, embeds, mask, positions = self._prepare(batch)
+        _, embeds, mask, positions = self._prepare(batch, audio_embeds=audio_embeds)
         stops = [self.stop_ids(inputs) for inputs in batch]
         cache = DynamicCache(config=self.llm.config)
         step_input: dict[str, torch.Tensor] = {"inputs_embeds": embeds}
         new: list[list[int]] = [[] for _ in batch]
         for _ in range(max_new_tokens):
             hidden = self.llm.model(**step_input, attention_mask=mask, position_ids=positions, use_cache=True,
-                                    **{_CACHE_ARG: cache}).last_hidden_state
+                                    **cache_kwarg(self.llm.model, cache)).last_hidden_state
             next_ids = self.llm.lm_head(hidden[:, -1]).argmax(-1)
             for ids, stop, token in zip(new, stops, next_ids.tolist()):
                 if not (ids and ids[-1] in stop):

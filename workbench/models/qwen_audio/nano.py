@@ -24,9 +24,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workbench.errors import CheckpointFileNotFoundError
 from workbench.models.qwen_audio.model import load_qwen_audio
 from workbench.models.qwen_audio.official_layout import official_config
-from workbench.errors import CheckpointFileNotFoundError
 
 __all__ = ["MAX_RANKS", "NANO_DIR", "NANO_SIZES", "WHISPER_SOURCE", "load_nano", "nano_config", "nano_evaluation"]
 

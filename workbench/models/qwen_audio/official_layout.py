@@ -37,10 +37,10 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
-from workbench.models.checkpoint import CONFIG_FILE, INDEX_FILE, SINGLE_FILE, placeholder, resolve_dtype
 from workbench.errors import CheckpointError
-from workbench.models.qwen_audio.model import QwenAudio
+from workbench.models.checkpoint import CONFIG_FILE, INDEX_FILE, SINGLE_FILE, placeholder, resolve_dtype
 from workbench.models.qwen_audio.config import QwenAudioConfig, weight_targets
+from workbench.models.qwen_audio.model import QwenAudio
 from workbench.tags import AUDIO_START_ID, ENDOFTEXT_ID, N_BPE_RANKS
 from workbench.tokenizer import MAX_WINDOW, TIKTOKEN_FILE
 
