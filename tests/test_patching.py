@@ -322,3 +322,22 @@ def test_a_path_clip_keeps_its_name(qwen, clip):
         assert inputs.text == f"<audio>{clip}</audio>{ASR}" and inputs.audios[0].source == str(clip)
     samples = prompt_inputs(qwen, ASR, np.zeros(16000, dtype=np.float32), None)
     assert samples.text.startswith("<audio>audio_0</audio>")
+
+
+def test_ids_without_text_are_shown_alike_in_labels_and_scores(qwen, clip, monkeypatch):
+    """One decoding with a fallback (positions.decode_ids) for position labels and score labels: an id
+    the tokenizer cannot decode is `<id N>` in both (the labels' copy let a TypeError through)."""
+    from workbench.analysis.positions import decode_ids
+
+    inputs = qwen.inputs(f"<audio>{clip}</audio>{ASR}")
+    bad = int(inputs.input_ids[0, -1])
+    decode = qwen.decode
+
+    def decode_or_fail(ids, **options):
+        if bad in list(ids):
+            raise TypeError("no text for this id")
+        return decode(ids, **options)
+
+    monkeypatch.setattr(qwen, "decode", decode_or_fail)
+    assert label_positions(qwen, inputs)["token"].iloc[-1] == f"<id {bad}>"
+    assert decode_ids(qwen, [bad, bad]) == f"<id {bad}><id {bad}>"

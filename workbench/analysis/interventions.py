@@ -24,7 +24,7 @@ from workbench.errors import PatchingError
 from workbench.models.adapter import Stack
 from workbench.models.base import ModelInputs, audio_references
 
-__all__ = ["answer_rows", "check_head", "check_layer", "check_layers", "decode_ids", "encode_text", "head_columns",
+__all__ = ["answer_rows", "check_head", "check_layer", "check_layers", "encode_text", "head_columns",
            "hooks", "knockout", "logprob", "patcher", "prompt_inputs", "recorder", "short_text"]
 
 
@@ -111,14 +111,6 @@ def encode_text(model: Any, text: str) -> list[int]:
     if not isinstance(text, str) or not text:
         raise PatchingError(f"continuation={text!r}: give non-empty text")
     return model.adapter.encode_text(text)
-
-
-def decode_ids(model: Any, ids: Sequence[int]) -> str:
-    """Text of `ids`, tags kept; ids the tokenizer has no text for are shown as `<id N>`."""
-    try:
-        return model.decode(list(ids))
-    except (ValueError, KeyError, IndexError, TypeError):   # a random model's embedding-padding ids
-        return "".join(decode_ids(model, [i]) if len(ids) > 1 else f"<id {i}>" for i in ids)
 
 
 def short_text(text: str, limit: int = 32) -> str:

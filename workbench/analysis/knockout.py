@@ -24,7 +24,6 @@ from workbench.analysis.interventions import (
     check_head,
     check_layer,
     check_layers,
-    decode_ids,
     encode_text,
     head_columns,
     hooks,
@@ -34,6 +33,7 @@ from workbench.analysis.interventions import (
     short_text,
 )
 from workbench.analysis.patching import PatchingResult
+from workbench.analysis.positions import decode_ids
 from workbench.errors import PatchingError
 from workbench.models.adapter import Adapter, Stack
 

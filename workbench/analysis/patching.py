@@ -55,7 +55,6 @@ from workbench.analysis.interventions import (
     check_head,
     check_layer,
     check_layers,
-    decode_ids,
     encode_text,
     head_columns,
     hooks,
@@ -65,7 +64,7 @@ from workbench.analysis.interventions import (
     recorder,
     short_text,
 )
-from workbench.analysis.positions import GROUPS, label_positions
+from workbench.analysis.positions import GROUPS, decode_ids, label_positions
 from workbench.errors import PatchingError
 from workbench.figures.interventions import plot_patching
 from workbench.models.adapter import Adapter, Stack

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,7 @@ def label_positions(model: Any, inputs: ModelInputs, n_prompt: int | None = None
                 audio_at[p] = (a, "audio_bos" if p == span.start else "audio_eos", None)
     rows, role = [], None
     for p, token_id in enumerate(ids):
-        text = _token_text(model, token_id)
+        text = decode_ids(model, [token_id])
         row = {"position": p, "token_id": token_id, "token": text, "part": "prompt" if p < n_prompt else "output",
                "audio": pd.NA, "audio_token": pd.NA, "start_s": math.nan, "end_s": math.nan, "tag_kind": None,
                "slot": None}
@@ -135,11 +135,13 @@ def label_positions(model: Any, inputs: ModelInputs, n_prompt: int | None = None
                   "start_s", "end_s", "tag_kind", "slot", "role"]]
 
 
-def _token_text(model: Any, token_id: int) -> str:
+def decode_ids(model: Any, ids: Sequence[int]) -> str:
+    """Text of `ids`, tags kept; ids the tokenizer has no text for (a random model's embedding
+    padding) are shown as `<id N>`, each on its own, the others decoded as usual."""
     try:
-        return model.decode([token_id])
-    except (ValueError, KeyError, IndexError):   # ids the tokenizer has no text for (embedding padding)
-        return f"<id {token_id}>"
+        return model.decode(list(ids))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "".join(decode_ids(model, [i]) if len(ids) > 1 else f"<id {i}>" for i in ids)
 
 
 def _kind_of(text: str) -> tuple[str, str | None]:
