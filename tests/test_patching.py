@@ -7,15 +7,18 @@ single patches they stand for.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 from tiny_models import WHISPER_PREFIX
 
+from workbench.analysis.interventions import prompt_inputs
 from workbench.analysis.knockout import knockout_logits, knockout_sweep
-from workbench.analysis.patching import PatchingResult, aligned_positions, patch, patch_sweep
-from workbench.analysis.positions import label_positions
+from workbench.analysis.patching import PatchingResult, patch, patch_sweep
+from workbench.analysis.positions import aligned_positions, decode_ids, label_positions
 from workbench.errors import ContextTooLongError, PatchingError
 from workbench.tags import preset
 
@@ -313,10 +316,6 @@ def test_whisper_decoder_positions_bound_the_greedy_output(whisper, noise):
 def test_a_path_clip_keeps_its_name(qwen, clip):
     """One way to put the audio in front of a tag string: a `Path` is referenced by its name, as a
     str is (the copy in `interventions` labelled it `audio_0`), and arrays as `audio_N`."""
-    from pathlib import Path
-
-    from workbench.analysis.interventions import prompt_inputs
-
     for audio in (clip, Path(clip)):
         inputs = prompt_inputs(qwen, ASR, audio, None)
         assert inputs.text == f"<audio>{clip}</audio>{ASR}" and inputs.audios[0].source == str(clip)
@@ -327,8 +326,6 @@ def test_a_path_clip_keeps_its_name(qwen, clip):
 def test_ids_without_text_are_shown_alike_in_labels_and_scores(qwen, clip, monkeypatch):
     """One decoding with a fallback (positions.decode_ids) for position labels and score labels: an id
     the tokenizer cannot decode is `<id N>` in both (the labels' copy let a TypeError through)."""
-    from workbench.analysis.positions import decode_ids
-
     inputs = qwen.inputs(f"<audio>{clip}</audio>{ASR}")
     bad = int(inputs.input_ids[0, -1])
     decode = qwen.decode

@@ -64,75 +64,18 @@ from workbench.analysis.interventions import (
     recorder,
     short_text,
 )
-from workbench.analysis.positions import GROUPS, decode_ids, label_positions
+from workbench.analysis.positions import GROUPS, aligned_positions, decode_ids, label_positions
 from workbench.errors import PatchingError
 from workbench.figures.interventions import plot_patching
 from workbench.models.adapter import Adapter, Stack
 from workbench.models.base import ModelInputs
-from workbench.tags import SLOTS
 
 __all__ = ["PatchRun", "PatchingError", "PatchingResult", "aligned_positions", "patch", "patch_sweep"]
 
 WHAT = ("resid", "head")
 METRICS = ("logprob", "wer", "cer")
-EXTRA_GROUPS = ("all", "answer", "last")
 _NORMALIZE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
                             jiwer.Strip()])
-
-
-# ---------------------------------------------------------------------------------------------
-# Positions
-
-
-def aligned_positions(source: pd.DataFrame, target: pd.DataFrame, group: str) -> np.ndarray:
-    """(n, 2) array of (source position, target position) pairs for `group`, from the two prompts'
-    `label_positions` tables (the module docstring gives the rule). The tables may carry a scored
-    continuation (part "output"), which counts as text."""
-    if group == "all":
-        return np.concatenate([aligned_positions(source, target, g) for g in GROUPS])
-    if group == "last":
-        return np.array([[_prompt_end(source) - 1, _prompt_end(target) - 1]])
-    if group == "audio":
-        a, b = _members(source, "audio"), _members(target, "audio")
-        if len(a) != len(b):
-            raise PatchingError(f"the source has {len(a)} audio positions and the target {len(b)}: patching needs "
-                                "the same clip in both prompts")
-        return np.stack([a, b], axis=1).reshape(-1, 2)
-    if group == "tags" or group in SLOTS:
-        pairs = []
-        for slot in dict.fromkeys(_slots(source, group) + _slots(target, group)):
-            pairs.append(_from_end(_members(source, "tags", slot), _members(target, "tags", slot)))
-        return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=int)
-    if group in ("text", "answer"):
-        return _from_end(_members(source, group), _members(target, group))
-    raise PatchingError(f"position group {group!r}: choose one of {', '.join((*GROUPS, *EXTRA_GROUPS, *SLOTS))}")
-
-
-def _prompt_end(table: pd.DataFrame) -> int:
-    return int((table["part"] == "prompt").sum())
-
-
-def _members(table: pd.DataFrame, group: str, slot: Any = "any") -> np.ndarray:
-    output = (table["part"] == "output").to_numpy()
-    if group == "answer":
-        keep = output
-    elif group == "text":
-        keep = output | (table["group"] == "text").to_numpy()
-    else:
-        keep = ~output & (table["group"] == group).to_numpy()
-    if slot != "any":
-        keep &= np.array([s == slot for s in table["slot"]])
-    return np.flatnonzero(keep)
-
-
-def _slots(table: pd.DataFrame, group: str) -> list[Any]:
-    present = list(dict.fromkeys(table["slot"][_members(table, "tags")]))
-    return present if group == "tags" else [group] if group in present else []
-
-
-def _from_end(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    n = min(len(a), len(b))
-    return np.stack([a[len(a) - n:], b[len(b) - n:]], axis=1).reshape(-1, 2)
 
 
 def _explicit(positions: Sequence[Any], n_source: int, n_target: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Every position of the token sequence, labelled; and the selectors that pick positions.
+"""Every position of the token sequence, labelled; the selectors that pick positions; and the
+pairs of positions that activation patching aligns between two prompts (`aligned_positions`).
 
 `label_positions` gives one row per position (the LLM's input, or Whisper's decoder input):
 - kind: "audio" (an audio token, with its number k and its 40 ms in seconds: k·0.04 to (k+1)·0.04),
@@ -26,13 +27,14 @@ import pandas as pd
 import torch
 
 from workbench.audio import SECONDS_PER_TOKEN
-from workbench.errors import TagPromptError, TraceRequestError
+from workbench.errors import PatchingError, TagPromptError, TraceRequestError
 from workbench.models.base import ModelInputs
-from workbench.tags import SPECIAL_TOKENS, TagPrompt
+from workbench.tags import SLOTS, SPECIAL_TOKENS, TagPrompt
 
 GROUPS = ("audio", "tags", "text")
 PARTS = ("prompt", "output")
 SELECTORS = ("all", "last", *GROUPS, *PARTS)
+EXTRA_GROUPS = ("all", "answer", "last")   # groups `aligned_positions` pairs beyond GROUPS and the slots
 KIND_GROUP = {"audio": "audio", "audio_bos": "audio", "audio_eos": "audio", "tag": "tags", "chat": "tags",
               "role": "tags", "special": "tags", "text": "text"}
 _QWEN_KINDS = {t.text: t.kind for t in SPECIAL_TOKENS}
@@ -184,3 +186,63 @@ def _label_slots(table: pd.DataFrame, n_prompt: int) -> None:
                     table.at[q, "slot"] = slot
             start += len(text)
         p = end
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairs of positions in two prompts (activation patching)
+
+
+def aligned_positions(source: pd.DataFrame, target: pd.DataFrame, group: str) -> np.ndarray:
+    """(n, 2) array of (source position, target position) pairs for `group`, from two prompts'
+    `label_positions` tables (activation patching: which source position patches which target
+    position, `workbench.analysis.patching`). The tables may carry a scored continuation (part
+    "output"), which counts as text.
+
+    "audio": the k-th audio position of each (the same clip in both, checked); "tags": slot by slot,
+    aligned from the end within a slot; "text" / "answer": aligned from the end; a slot name: that
+    slot's tokens; "last": the prompt's last position; "all": audio + tags + text."""
+    if group == "all":
+        return np.concatenate([aligned_positions(source, target, g) for g in GROUPS])
+    if group == "last":
+        return np.array([[_prompt_end(source) - 1, _prompt_end(target) - 1]])
+    if group == "audio":
+        a, b = _members(source, "audio"), _members(target, "audio")
+        if len(a) != len(b):
+            raise PatchingError(f"the source has {len(a)} audio positions and the target {len(b)}: patching needs "
+                                "the same clip in both prompts")
+        return np.stack([a, b], axis=1).reshape(-1, 2)
+    if group == "tags" or group in SLOTS:
+        pairs = []
+        for slot in dict.fromkeys(_slots(source, group) + _slots(target, group)):
+            pairs.append(_from_end(_members(source, "tags", slot), _members(target, "tags", slot)))
+        return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=int)
+    if group in ("text", "answer"):
+        return _from_end(_members(source, group), _members(target, group))
+    raise PatchingError(f"position group {group!r}: choose one of {', '.join((*GROUPS, *EXTRA_GROUPS, *SLOTS))}")
+
+
+def _prompt_end(table: pd.DataFrame) -> int:
+    return int((table["part"] == "prompt").sum())
+
+
+def _members(table: pd.DataFrame, group: str, slot: Any = "any") -> np.ndarray:
+    output = (table["part"] == "output").to_numpy()
+    if group == "answer":
+        keep = output
+    elif group == "text":
+        keep = output | (table["group"] == "text").to_numpy()
+    else:
+        keep = ~output & (table["group"] == group).to_numpy()
+    if slot != "any":
+        keep &= np.array([s == slot for s in table["slot"]])
+    return np.flatnonzero(keep)
+
+
+def _slots(table: pd.DataFrame, group: str) -> list[Any]:
+    present = list(dict.fromkeys(table["slot"][_members(table, "tags")]))
+    return present if group == "tags" else [group] if group in present else []
+
+
+def _from_end(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n = min(len(a), len(b))
+    return np.stack([a[len(a) - n:], b[len(b) - n:]], axis=1).reshape(-1, 2)
