@@ -340,7 +340,7 @@ def test_missing_file(tmp_path):
 
 
 def test_missing_ffmpeg_is_named(monkeypatch, clips):
-    monkeypatch.setattr(wa.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(AudioError, match="with ffmpeg: ffmpeg is not on PATH. Install ffmpeg"):
         load_audio(clips / LIBRI, decoder="ffmpeg")
 

@@ -23,13 +23,8 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from workbench.errors import Ct2FormatError, UnknownModelError
 from workbench.models import registry
-from workbench.models.ctranslate2 import (
-    build_tokenizer,
-    load_ct2_whisper,
-    read_ct2_model,
-    restore_merges,
-    whisper_state_dict,
-)
+from workbench.models.ctranslate2 import read_ct2_model, whisper_state_dict
+from workbench.models.ctranslate2_convert import build_tokenizer, load_ct2_whisper, restore_merges
 from workbench.models.whisper import load_whisper
 
 CODES = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,

@@ -29,25 +29,20 @@ Where this module differs from the official code, on purpose:
 from __future__ import annotations
 
 import functools
-import io
 import math
 import numbers
 import os
-import shutil
-import subprocess
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import librosa
 import numpy as np
-import soundfile
-import soxr
 import torch
 
 from workbench.audio_checks import check_peak, check_truncation, is_url, promised_frames, url_message
+from workbench.audio_decode import decode_bytes, decode_file, ffmpeg_decode, resample
 from workbench.errors import AudioError, LongAudioError
 
 SAMPLE_RATE = 16000
@@ -134,14 +129,14 @@ def load_audio(
         if not path.exists():
             raise FileNotFoundError(f"audio file not found: {str(path)!r} (check the path)")
         name = repr(str(path))
-        audio = _decode_file(path, sr, decoder)
+        audio = decode_file(path, sr, decoder)
         check_truncation(promised_frames(path), len(audio), sr, name, on_truncated)
     elif isinstance(src, (bytes, bytearray, memoryview)) or hasattr(src, "read"):
         data = src.read() if hasattr(src, "read") else bytes(src)
         if not isinstance(data, bytes):
             raise TypeError(f"the file object returned {type(data).__name__}, not bytes: open it in binary mode ('rb')")
         name = repr(src.name) if isinstance(getattr(src, "name", None), str) else "the audio bytes"
-        audio = _decode_bytes(data, sr, decoder, name)
+        audio = decode_bytes(data, sr, decoder, name)
         check_truncation(promised_frames(data), len(audio), sr, name, on_truncated)
     else:
         raise TypeError(
@@ -201,67 +196,8 @@ def _resample_samples(samples: Any, src_sr: int | None, sr: int, decoder: str) -
     if decoder == "ffmpeg":  # run the samples through the official pipeline, as if read from a file
         interleaved = np.ascontiguousarray(channels.T)
         raw = ["-f", "f32le", "-ar", str(src_sr), "-ac", str(len(channels)), "-i", "pipe:0"]
-        return _ffmpeg(raw, sr, interleaved.tobytes(), "the audio array")
-    return _resample(channels.mean(axis=0), src_sr, sr)
-
-
-def _resample(mono: np.ndarray, src_sr: int, sr: int) -> np.ndarray:
-    if src_sr == sr or len(mono) == 0:
-        return mono
-    return soxr.resample(mono, src_sr, sr, quality="HQ").astype(np.float32, copy=False)
-
-
-def _decode_file(path: Path, sr: int, decoder: str) -> np.ndarray:
-    name = repr(str(path))
-    if path.stat().st_size == 0:   # else the decoders' own words for it: "Format not recognised" …
-        raise AudioError(f"{name} is empty (0 bytes): nothing to decode. The file was never written (or was cut "
-                         "to nothing): write or download it again")
-    if decoder == "ffmpeg":
-        return _ffmpeg(["-i", str(path)], sr, None, name)
-    return _soundfile_or_ffmpeg(path, sr, decoder, lambda: _ffmpeg(["-i", str(path)], sr, None, name), name)
-
-
-def _decode_bytes(data: bytes, sr: int, decoder: str, name: str) -> np.ndarray:
-    if len(data) == 0:
-        raise AudioError(f"{name} is empty (0 bytes): nothing to decode; pass the bytes of an audio file")
-
-    def via_ffmpeg() -> np.ndarray:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "audio"
-            path.write_bytes(data)
-            return _ffmpeg(["-i", str(path)], sr, None, name)
-
-    if decoder == "ffmpeg":
-        return via_ffmpeg()
-    return _soundfile_or_ffmpeg(io.BytesIO(data), sr, decoder, via_ffmpeg, name)
-
-
-def _soundfile_or_ffmpeg(source: Any, sr: int, decoder: str, via_ffmpeg: Callable[[], np.ndarray],
-                         name: str) -> np.ndarray:
-    try:
-        frames, src_sr = soundfile.read(source, dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.SoundFileError) as err:  # libsndfile cannot read this format
-        if decoder == "soundfile":
-            raise AudioError(f"soundfile cannot decode {name}: {err}. Try decoder='ffmpeg'") from err
-        return via_ffmpeg()
-    check_peak(frames, name, warn=False)   # float WAVs can hold any value; lossy codecs overshoot 1 a little
-    return _resample(frames.mean(axis=1, dtype=np.float32), src_sr, sr)
-
-
-def _ffmpeg(input_args: list[str], sr: int, stdin: bytes | None, name: str) -> np.ndarray:
-    """The official decoding: 16-bit mono PCM at `sr` from ffmpeg's default resampler, /32768."""
-    if shutil.which("ffmpeg") is None:
-        raise AudioError(f"cannot decode {name} with ffmpeg: ffmpeg is not on PATH. Install ffmpeg "
-                         "(apt install ffmpeg, or conda install ffmpeg)")
-    cmd = ["ffmpeg", "-nostdin", "-threads", "0", *input_args,
-           "-f", "s16le", "-ac", "1", "-acodec", "pcm_s16le", "-ar", str(sr), "-"]
-    result = subprocess.run(cmd, input=stdin, capture_output=True)
-    if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
-        reason = lines[-1] if lines else f"exit status {result.returncode}"
-        raise AudioError(f"cannot decode {name}: not a readable audio file (ffmpeg: {reason}). Check that it is "
-                         "an audio file (wav, flac, mp3, ogg, ...) and complete; re-export or download it again")
-    return np.frombuffer(result.stdout, np.int16).astype(np.float32) / 32768.0
+        return ffmpeg_decode(raw, sr, interleaved.tobytes(), "the audio array")
+    return resample(channels.mean(axis=0), src_sr, sr)
 
 
 def _check_content(audio: np.ndarray, name: str) -> None:

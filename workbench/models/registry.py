@@ -42,7 +42,7 @@ from workbench.errors import (
     MissingPackageError,
     UnknownModelError,
 )
-from workbench.models.ctranslate2 import convert_ct2_whisper
+from workbench.models.ctranslate2_convert import convert_ct2_whisper
 
 CONVERTER_VERSION = 2   # bump when the conversion changes, so old caches are rebuilt
 MARKER = "workbench-source.json"

@@ -62,7 +62,7 @@ from workbench.models.base import (
 )
 from workbench.models.cache import cache_kwarg
 from workbench.models.checkpoint import check_dtype_runs, read_config_json, resolve_device, resolve_dtype
-from workbench.models.ctranslate2 import is_ct2_directory, load_ct2_whisper
+from workbench.models.ctranslate2_convert import is_ct2_directory, load_ct2_whisper
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STANDARD_PREFIX = "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"
