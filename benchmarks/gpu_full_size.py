@@ -2,7 +2,7 @@
 
 Needs a CUDA device with ≥ 24 GB and ~20 GB of free disk. Steps, all in one run:
 1. write a random checkpoint of `REAL_CONFIG` (the published sizes, bfloat16 on disk, ~2 GB shards,
-   `workbench.models.official_layout.write_random_checkpoint`), unless --keep DIR already holds one;
+   `workbench.models.qwen_audio.official_layout.write_random_checkpoint`), unless --keep DIR already holds one;
 2. load it on cuda in bfloat16: seconds, and peak GPU memory over the bytes of the weights;
 3. the official ASR prompt on a 30 s clip (752 audio positions): the prefill (audio encoder + the
    prompt's LLM pass + the first token) and greedy decoding of --new-tokens tokens, after one warm-up;

@@ -3,7 +3,7 @@
 Writes a deterministic official-layout checkpoint of about 1.7 GB into a temporary directory:
 the real vocabulary (155,947 rows), an LLM of hidden 1280 × 20 layers, an encoder of 640 × 8
 blocks, float16 on disk, in ~200 MB shards with `model.safetensors.index.json`
-(`workbench.models.official_layout.write_random_checkpoint`), and the fixture's `qwen.tiktoken`
+(`workbench.models.qwen_audio.official_layout.write_random_checkpoint`), and the fixture's `qwen.tiktoken`
 when ../shared is there, else the synthetic one (same size). Then, for each load dtype, a fresh
 subprocess imports everything, resets its peak-RSS mark, loads, and reports
 

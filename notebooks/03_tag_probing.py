@@ -52,7 +52,7 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")
 
 # %% [markdown]
 # ## 1 · Whisper base: each slot's effect on the output
-# `workbench.ablation.ablate` scores variants on a cached audio prefix inside a decoder-only LLM; Whisper
+# `wb.ablate` scores variants on a cached audio prefix inside a decoder-only LLM; Whisper
 # reads the audio through cross-attention instead, so here each variant is simply generated greedily
 # (plain argmax, none of Whisper's own decoding rules). The German sentence is transcribed, transcribed
 # as if it were English, translated, given no timestamp tag at all (the model then picks one itself),

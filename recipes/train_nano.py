@@ -14,7 +14,7 @@ The recipe (Qwen-Audio, arXiv 2311.07919, §3):
    not four: pitch fades with depth in Whisper's encoder (a probe on pooled frames told notes
    apart to ±1 semitone 0.99 / 0.96 / 0.93 / 0.89 / 0.80 of the time after the stem and blocks
    1–4), and note analysis needs it;
-3. LLM: a small Qwen2 (sizes in workbench/models/nano.py), randomly initialised;
+3. LLM: a small Qwen2 (sizes in workbench/models/qwen_audio/nano.py), randomly initialised;
 4. stage 1, multitask pretraining: every tag task (ASR, S2TT, AAC, ASC, SER, AQA, VSC, MNA, SRWT),
    each with its hierarchical tag prompt;
 5. stage 2, supervised fine-tuning: the ChatML chat items, mixed with tag items (one in two) so that

@@ -1,5 +1,5 @@
-"""Checks on audio before it reaches the model, and the errors they raise (re-exported by
-`workbench.audio`).
+"""Checks on audio before it reaches the model (`workbench.audio.load_audio` and the models run them;
+the errors they raise are in `workbench.errors`).
 
 Truncation. A file cut short (an interrupted download or copy) still decodes: libsndfile and ffmpeg
 both return the frames that are there and say nothing (ffmpeg logs to stderr and exits 0). The

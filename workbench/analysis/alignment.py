@@ -278,7 +278,7 @@ class HeadRanking:
         return table
 
     def plot(self, **options: Any):
-        """Heatmap layer × head of the error (workbench.plots_interventions.plot_head_ranking)."""
+        """Heatmap layer × head of the error (workbench.figures.plot_head_ranking)."""
         return plot_head_ranking(self, **options)
 
 

@@ -280,7 +280,7 @@ class PatchingResult:
         return table.reindex(table["delta"].abs().sort_values(ascending=False).index).head(k).reset_index(drop=True)
 
     def plot(self, **options: Any):
-        """Heatmap of delta, layer × column (workbench.plots_interventions.plot_patching)."""
+        """Heatmap of delta, layer × column (workbench.figures.plot_patching)."""
         return plot_patching(self, **options)
 
 

@@ -28,7 +28,7 @@ from workbench.figures.style import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Attention and the logit lens, drawn from a `workbench.trace.Trace`
+# Attention and the logit lens, drawn from a `workbench.analysis.trace.Trace`
 #
 # Every time axis is in seconds: LLM audio tokens cover 40 ms, encoder frames (and Whisper's
 # cross-attention keys) 20 ms. `heads` is None (the mean over the heads the trace kept), a list of

@@ -34,7 +34,7 @@ def plot_tag_attribution(result: Any) -> Figure:
 
 @publication_style()
 def plot_audio_attribution(result: Any) -> Figure:
-    """The clip's mel (workbench.plots.plot_mel) with the per-token scores as a strip under
+    """The clip's mel (plot_mel) with the per-token scores as a strip under
     it, both against seconds on one shared axis."""
     fig = Figure(figsize=(9.0, 4.2))
     mel_ax, strip_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})

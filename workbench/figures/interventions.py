@@ -86,7 +86,7 @@ def _without_audio(prompt: str) -> str:
 
 @publication_style()
 def plot_word_alignment(alignment: Any, *, title: str | None = None) -> Figure:
-    """Word timestamps (`workbench.alignment.Alignment`): the words as bands over the clip's mel,
+    """Word timestamps (`workbench.analysis.alignment.Alignment`): the words as bands over the clip's mel,
     and below it the normalised attention (text token × time) with the DTW path, seconds on both."""
     fig = Figure(figsize=TALL)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
@@ -116,7 +116,7 @@ def plot_word_alignment(alignment: Any, *, title: str | None = None) -> Figure:
 
 @publication_style()
 def plot_head_ranking(ranking: Any, *, top: int = 6, ax: Axes | None = None, title: str | None = None) -> Figure:
-    """A `workbench.alignment.HeadRanking`: layer × head heatmap of each head's mean word-start error
+    """A `workbench.analysis.alignment.HeadRanking`: layer × head heatmap of each head's mean word-start error
     (seconds; brighter = smaller error), the `top` best heads outlined and numbered by rank."""
     errors = np.asarray(ranking.errors, dtype=float)
     fig, ax = figure_and_axes(ax, (max(4.0, 1.5 + 0.45 * errors.shape[1]), max(2.6, 1.2 + 0.35 * errors.shape[0])))
