@@ -5,6 +5,7 @@ import io
 import math
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -145,11 +146,10 @@ def test_mel_of_strings_is_a_type_error():
 
 def test_plots_leave_no_global_state(clip):
     audio, mel = clip
-    before = dict(matplotlib.rcParams)
+    before, figures = dict(matplotlib.rcParams), plt.get_fignums()   # another test may leave pyplot figures open
     plot_mel(mel, n_samples=len(audio))
     assert dict(matplotlib.rcParams) == before
-    import matplotlib.pyplot as plt
-    assert plt.get_fignums() == []           # built outside pyplot: nothing to close, no double display
+    assert plt.get_fignums() == figures      # built outside pyplot: nothing to close, no double display
 
 
 def test_style_applies_and_renders_deterministically(clip, tmp_path):
