@@ -9,7 +9,7 @@
     wb.figures.plot_mel(wb.log_mel(audio))
 
 The verbs are here; the layers they come from are, from the bottom: `errors`, `audio`, `tags`,
-`tokenizer`, `models` and `figures`, `analysis`, `chat`, `widgets` (pyproject.toml's import
+`tokenizer`, `models` and `figures`, `analysis`, `evaluation` and `chat`, `widgets` (pyproject.toml's import
 contract). Which analysis works for which model family: `wb.capability_table()`.
 """
 from workbench import audio, demo, errors, figures, tags, widgets
@@ -23,6 +23,9 @@ from workbench.analysis.patching import patch_sweep
 from workbench.analysis.trace import trace
 from workbench.audio import load_audio, log_mel
 from workbench.chat import Chat
+from workbench.evaluation.runner import evaluate
+from workbench.evaluation.suite import evaluate_replicas
+from workbench.evaluation.tasks import TASKS, get_task
 from workbench.models.loading import load
 from workbench.tags import TagPrompt, preset
 
@@ -34,6 +37,8 @@ __all__ = [
     "align", "find_alignment_heads", "capability_table",
     # talk
     "Chat",
+    # evaluate on a benchmark as distributed (or on its tiny replica)
+    "evaluate", "evaluate_replicas", "get_task", "TASKS",
     # the modules a notebook reaches into: clips and their time grid, tags, figures, the demo clips,
     # the exceptions, the ipywidgets explorers
     "audio", "tags", "figures", "demo", "errors", "widgets",

@@ -10,6 +10,8 @@ for its results' `.plot()`, never the other way round.
     interventions.py  patching and knockout heatmaps, word alignment, the alignment-head ranking
     ablation.py       tag ablation: variants × measures, label shares
     attribution.py    captum attributions over tag slots and over audio time
+    tasks.py          per-task evaluation figures: confusion matrix, errors by length, histograms,
+                      grouped bars, captions beside references, time spans under the mel
     style.py          one publication style, byte-deterministic saving, shared axes helpers
 """
 from workbench.figures.ablation import plot_ablation

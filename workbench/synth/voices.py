@@ -195,7 +195,9 @@ def _festival_batch(texts: list[str], voice: EngineVoice, settings: list[Setting
     script.write_text("\n".join(lines) + "\n")
     if shutil.which("festival") is None:
         raise MissingToolError(f"festival is not installed; apt-get install {_ENGINE_PACKAGES['festival']}")
-    result = subprocess.run(["festival", "--batch", str(script)], capture_output=True, check=False, text=True)
+    # festival echoes words in its own 8-bit encoding: a curly quote left in a sentence is not UTF-8
+    result = subprocess.run(["festival", "--batch", str(script)], capture_output=True, check=False, text=True,
+                            errors="replace")
     if result.returncode != 0:
         raise RuntimeError(f"festival ({voice.name}) failed: {result.stderr.strip()[-500:]}")
     words: list[list[tuple[str, float, float]]] = [[] for _ in texts]
