@@ -11,6 +11,7 @@ every run: the fonts are matplotlib's bundled DejaVu, SVG ids use a fixed salt, 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -86,6 +87,30 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     with publication_style():
         fig.savefig(path, format=fmt, metadata=_NO_METADATA[fmt])
     return path
+
+
+# Set by scripts/run_notebooks.py (`make figures`): where a notebook's figures go and under which name.
+FIGURES_DIR_ENV = "WORKBENCH_FIGURES_DIR"
+NOTEBOOK_ENV = "WORKBENCH_NOTEBOOK"
+
+
+def save_notebook_figure(fig: Figure, name: str, *, notebook: str | None = None,
+                         figures_dir: str | Path | None = None) -> Figure:
+    """Keep a notebook figure as `figures/<notebook>/<name>.png` and `.pdf`; returns `fig` for display.
+
+    Names say what a figure shows (`wer_by_length`, not `cell22`), so inserting a cell renames
+    nothing. Run by hand (no notebook or folder known) it only returns the figure.
+    """
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"figure name {name!r}: use letters, digits, '_' and '-' (it becomes a file name)")
+    notebook = notebook or os.environ.get(NOTEBOOK_ENV)
+    figures_dir = figures_dir or os.environ.get(FIGURES_DIR_ENV)
+    if notebook and figures_dir:
+        folder = Path(figures_dir) / notebook
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix in (".png", ".pdf"):
+            save_figure(fig, folder / f"{name}{suffix}")
+    return fig
 
 
 def figure_and_axes(ax: Axes | None, size: tuple[float, float] = WIDE) -> tuple[Figure, Axes]:
