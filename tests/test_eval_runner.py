@@ -17,10 +17,8 @@ import torch
 
 import workbench as wb
 from workbench.evaluation.items import Item, Metric
-from workbench.evaluation.runner import (BatchMismatchError, EvalResult, RunOptions, UnsupportedTaskError, evaluate,
-                                         read_items)
-from workbench.evaluation.runner_records import (TruncatedRecordWarning, audio_hash, item_key, model_identity,
-                                                 read_records)
+from workbench.evaluation.runner import BatchMismatchError, EvalResult, RunOptions, UnsupportedTaskError, evaluate, read_items
+from workbench.evaluation.runner_records import TruncatedRecordWarning, audio_hash, item_key, model_identity, read_records
 from workbench.models.base import AudioLM, ModelInputs
 from workbench.tags import TagPrompt
 

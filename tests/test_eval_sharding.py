@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from test_eval_runner import librispeech_layout  # tests/ is on sys.path (pytest's rootdir import)
 
 import workbench as wb
 from workbench.evaluation import sharding
 from workbench.evaluation.runner import evaluate
 from workbench.evaluation.runner_records import read_records
 from workbench.evaluation.sharding import Shard
-
-from test_eval_runner import librispeech_layout   # tests/ is on sys.path (pytest's rootdir import)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,16 +22,38 @@ CIDEr/SPICE/SPIDEr as coco-caption gives them, AAS in milliseconds.
 from __future__ import annotations
 
 from workbench.evaluation.metrics_caption import (
-    caption_item, caption_metrics, java_unavailable, ptb_tokenize, spice_unavailable,
+    caption_item,
+    caption_metrics,
+    java_unavailable,
+    ptb_tokenize,
+    spice_unavailable,
 )
 from workbench.evaluation.metrics_labels import aqa_item, aqa_metrics, label_accuracy, label_item, normalize_label
 from workbench.evaluation.metrics_notes import QUALITIES, Note, note_from_reference, note_item, note_metrics, parse_note
 from workbench.evaluation.metrics_text import (
-    OFFICIAL, STANDARD, asr_item, asr_metrics, bleu_tokenizer, official_bleu, official_clean, official_tokens,
-    official_wer, s2tt_item, s2tt_metrics, standard_bleu, standard_clean, standard_wer,
+    OFFICIAL,
+    STANDARD,
+    asr_item,
+    asr_metrics,
+    bleu_tokenizer,
+    official_bleu,
+    official_clean,
+    official_tokens,
+    official_wer,
+    s2tt_item,
+    s2tt_metrics,
+    standard_bleu,
+    standard_clean,
+    standard_wer,
 )
 from workbench.evaluation.metrics_timestamps import (
-    TimedWord, aas, parse_timed_words, srwt_item, srwt_metrics, timed_words, word_shift,
+    TimedWord,
+    aas,
+    parse_timed_words,
+    srwt_item,
+    srwt_metrics,
+    timed_words,
+    word_shift,
 )
 
 __all__ = [

@@ -30,7 +30,14 @@ import edit_distance
 
 from workbench.evaluation.items import Metric
 from workbench.evaluation.metrics_text import (
-    CHARACTER_LANGUAGES, OFFICIAL, STANDARD, TAG, official_asr_item, official_wer, standard_asr_item, standard_wer,
+    CHARACTER_LANGUAGES,
+    OFFICIAL,
+    STANDARD,
+    TAG,
+    official_asr_item,
+    official_wer,
+    standard_asr_item,
+    standard_wer,
 )
 
 _TIME = re.compile(r"<\|\d{1,2}\.\d+\|>")  # evaluate_srwt.py's ts_pattern

@@ -31,10 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from .items import Item
-from .readers_base import (DatasetLayoutError, ExcludedItemsWarning, by_id, keep_present, layout_error,
-                           read_lines)
-from .readers_sound import (read_clotho, read_clotho_aqa, read_cochlscene, read_meld, read_nsynth, read_tut2017,
-                            read_vocalsound)
+from .readers_base import DatasetLayoutError, ExcludedItemsWarning, by_id, keep_present, layout_error, read_lines
+from .readers_sound import read_clotho, read_clotho_aqa, read_cochlscene, read_meld, read_nsynth, read_tut2017, read_vocalsound
 from .readers_speech import read_aishell1, read_aishell2, read_covost2, read_librispeech, read_word_times
 
 # ---------------------------------------------------------------------------------------------

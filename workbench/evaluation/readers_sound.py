@@ -15,8 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from .items import Item
-from .readers_base import (AUDIO_SUFFIXES, by_id, check_unique, find_child, keep_present, layout_error,
-                           read_json, read_lines, read_table, require_dir, shown)
+from .readers_base import (
+    AUDIO_SUFFIXES,
+    by_id,
+    check_unique,
+    find_child,
+    keep_present,
+    layout_error,
+    read_json,
+    read_lines,
+    read_table,
+    require_dir,
+    shown,
+)
 
 # ---------------------------------------------------------------------------------------------
 CLOTHO_LAYOUT = ("Clotho as distributed: clotho_captions_{split}.csv (header file_name, caption_1 … caption_5) "

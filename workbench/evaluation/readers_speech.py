@@ -13,9 +13,21 @@ import warnings
 from pathlib import Path
 
 from .items import Item
-from .readers_base import (AUDIO_SUFFIXES, ExcludedItemsWarning, by_id, check_policy, check_unique,
-                           find_child, keep_present, layout_error, read_json, read_lines, read_table,
-                           require_dir, shown)
+from .readers_base import (
+    AUDIO_SUFFIXES,
+    ExcludedItemsWarning,
+    by_id,
+    check_policy,
+    check_unique,
+    find_child,
+    keep_present,
+    layout_error,
+    read_json,
+    read_lines,
+    read_table,
+    require_dir,
+    shown,
+)
 
 # ---------------------------------------------------------------------------------------------
 LIBRISPEECH_LAYOUT = ("a LibriSpeech split folder as distributed, e.g. LibriSpeech/dev-clean/, holding "

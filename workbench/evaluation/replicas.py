@@ -277,15 +277,20 @@ def _covost2(out: Path, n: int, synthetic: _Synthetic, real: _RealClips) -> Orig
     origins = {}
     for name, src, tgt, (src_code, tgt_code) in (("covost2", "en", "de", ("en", "de")),
                                                   ("covost2_zh_en", "zh", "en", ("zh-CN", "en"))):
-        def direction(it: SynthItem) -> bool:
-            return (it.fields["language"], it.fields["target_language"]) == (src, tgt)
-
         rows = [(f"common_voice_{src_code}_{90000000 + i}.mp3",
                  _clip("s2tt", i, it, sentence=it.fields["transcript"], translation=it.reference,
-                       voice=it.fields["voice"])) for i, it in synthetic.pick("s2tt", n, direction)]
+                       voice=it.fields["voice"])) for i, it in synthetic.pick("s2tt", n, _translates(src, tgt))]
         write.covost2(out / "covost2", src_code, tgt_code, "test", rows)
         origins[name] = {Path(file).stem: clip.origin for file, clip in rows}
     return origins
+
+
+def _translates(src: str, tgt: str) -> Callable[[SynthItem], bool]:
+    """Accepts S2TT items from `src` to `tgt`. A factory, so that the predicate holds its own pair
+    rather than reading the loop's variables whenever it happens to be called."""
+    def accept(it: SynthItem) -> bool:
+        return (it.fields["language"], it.fields["target_language"]) == (src, tgt)
+    return accept
 
 
 def _srwt(out: Path, n: int, synthetic: _Synthetic, real: _RealClips) -> Origins:

@@ -41,8 +41,17 @@ import soundfile
 
 from workbench.evaluation import sharding
 from workbench.evaluation.items import Item
-from workbench.evaluation.runner_records import (RecordWriter, audio_hash, item_key, load_cache, model_identity,
-                                                 model_source, plain, read_records, write_records)
+from workbench.evaluation.runner_records import (
+    RecordWriter,
+    audio_hash,
+    item_key,
+    load_cache,
+    model_identity,
+    model_source,
+    plain,
+    read_records,
+    write_records,
+)
 from workbench.evaluation.runner_report import EvalResult
 from workbench.evaluation.sharding import Shard
 
