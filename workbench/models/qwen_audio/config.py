@@ -139,7 +139,10 @@ def build_network(config: QwenAudioConfig, attn: str) -> nn.ModuleDict:
 
 def network_parts(network: nn.ModuleDict) -> dict[str, nn.Module]:
     encoder = network["encoder"]
-    return {"encoder": nn.ModuleList([encoder.conv1, encoder.conv2, encoder.blocks, encoder.ln_post]),
+    stem = [encoder.conv1, encoder.conv2, encoder.blocks, encoder.ln_post]
+    if encoder.config.mixed_layers:   # nano v2's layer mix belongs to the encoder
+        stem += [encoder.adapter, nn.ParameterList([encoder.layer_logits])]
+    return {"encoder": nn.ModuleList(stem),
             "projector": nn.ModuleList([encoder.proj, encoder.audio_bos_eos_token]),
             "llm": network["llm"]}
 

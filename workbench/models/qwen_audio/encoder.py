@@ -11,6 +11,12 @@ without renaming. Two ways to encode several clips (see `encode`):
   and masked as keys, as the published code does. A shorter clip's last convolution windows then
   read the padding's log-mel frames, so its embeddings depend on the other clips (up to 7.5e-4 in
   the fixture's two-audio case).
+
+Nano v2 (recipes/v2) adds a layer mix, declared in config.json's "audio" block by `mixed_layers`
+(1-based block numbers) and `adapter_layers`: the outputs of those blocks are pooled, summed with
+softmax(`layer_logits`) weights, and run through `adapter` blocks before ln_post. Why: words sharpen
+with depth while pitch fades, and a learned mix keeps both (recipes/v2/encoder_v2.py measures it).
+Without those keys (both published checkpoints) the encoder is exactly the one above.
 """
 from __future__ import annotations
 
@@ -38,6 +44,8 @@ class EncoderConfig:
     avg_pool: bool = True
     add_audio_bos_eos_token: bool = True
     audio_start_id: int = 155163
+    mixed_layers: tuple[int, ...] = ()      # nano v2: blocks whose outputs are mixed (empty: the last block only)
+    adapter_layers: int = 0                 # nano v2: blocks run on the mix before ln_post
 
     @classmethod
     def from_official(cls, audio: dict) -> EncoderConfig:
@@ -47,7 +55,16 @@ class EncoderConfig:
         if missing:
             raise ValueError(f"the config's 'audio' block lacks {missing}: it is not a Qwen-Audio v1 "
                              "encoder config (expected n_mels, n_ctx, n_state, n_head, n_layer, output_dim)")
+        if "mixed_layers" in known:
+            known["mixed_layers"] = tuple(known["mixed_layers"])
         config = cls(**known)
+        if config.mixed_layers and not all(isinstance(i, int) and 1 <= i <= config.n_layer
+                                           for i in config.mixed_layers):
+            raise ValueError(f"the config's 'audio' block has mixed_layers={list(config.mixed_layers)}: each must "
+                             f"be a block number 1…{config.n_layer} (n_layer), the output of that block")
+        if config.adapter_layers and not config.mixed_layers:
+            raise ValueError("the config's 'audio' block has adapter_layers without mixed_layers: the adapter "
+                             "runs on the layer mix, so a checkpoint with one has both (nano v2)")
         if not (config.avg_pool and config.add_audio_bos_eos_token):
             # The span arithmetic (n_tok + 2 positions per clip) assumes both, as both published
             # checkpoints have them; a checkpoint without them needs different token counting.
@@ -131,6 +148,10 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(config.n_state)
         self.proj = nn.Linear(config.n_state, config.output_dim)
         self.audio_bos_eos_token = nn.Embedding(2, config.output_dim)
+        if config.mixed_layers:   # nano v2's layer mix (module docstring)
+            self.layer_logits = nn.Parameter(torch.zeros(len(config.mixed_layers)))
+            self.adapter = nn.ModuleList(EncoderBlock(config.n_state, config.n_head)
+                                         for _ in range(config.adapter_layers))
 
     @staticmethod
     def tokens_for(frames: int) -> int:
@@ -161,12 +182,15 @@ class AudioEncoder(nn.Module):
             key_mask = torch.arange(longest, device=x.device)[None, :] < lengths[:, None]
             x = x.masked_fill(~key_mask[..., None], 0.0)     # official: padded frames zeroed
         need_weights = output_attentions or self.attn_implementation == "eager"
-        layers = []
-        for block in self.blocks:
+        layers, kept = [], []
+        mixed = self.config.mixed_layers
+        for number, block in enumerate(self.blocks, 1):
             x, probs = block(x, key_mask, need_weights)
             if output_attentions:
                 layers.append(probs)
-        x = self.avg_pooler(x.transpose(1, 2)).transpose(1, 2)
+            if number in mixed:
+                kept.append(x)
+        x = self._mix(kept, frames) if mixed else self.avg_pooler(x.transpose(1, 2)).transpose(1, 2)
         x = self.proj(self.ln_post(x))
         bos, eos = self.audio_bos_eos_token.weight[:1], self.audio_bos_eos_token.weight[1:]
         embeds = [torch.cat([bos, x[i, : self.tokens_for(t)], eos]) for i, t in enumerate(frames)]
@@ -174,6 +198,22 @@ class AudioEncoder(nn.Module):
         if output_attentions:  # per clip, its own frames only (padded queries and keys cut off)
             attentions = [tuple(layer[i, :, :t, :t] for layer in layers) for i, t in enumerate(frames)]
         return EncoderOutput(embeds=embeds, attentions=attentions)
+
+    def _mix(self, kept: list[torch.Tensor], frames: Sequence[int]) -> torch.Tensor:
+        """Σ softmax(layer_logits)_i · pool(block output i), then the adapter blocks (nano v2).
+
+        Pooling is linear, so pooling each block then mixing equals mixing then pooling; the
+        recipe caches the pooled block outputs and trains on them, so this order is the one it saw.
+        """
+        pooled = torch.stack([self.avg_pooler(x.transpose(1, 2)).transpose(1, 2) for x in kept])
+        x = torch.einsum("l,lbtd->btd", self.layer_logits.softmax(0).to(pooled.dtype), pooled)
+        tokens = [self.tokens_for(t) for t in frames]
+        key_mask = None
+        if min(tokens) < x.shape[1]:   # "official" batching: shorter clips' pooled padding masked as keys
+            key_mask = torch.arange(x.shape[1], device=x.device)[None, :] < torch.tensor(tokens, device=x.device)[:, None]
+        for block in self.adapter:
+            x, _ = block(x, key_mask, False)
+        return x
 
     def encode(self, mel: torch.Tensor, frames: Sequence[int], *, batching: str = "separate",
                output_attentions: bool = False) -> EncoderOutput:

@@ -145,6 +145,16 @@ def official_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     shapes |= {"transformer.audio.ln_post.weight": (s,), "transformer.audio.ln_post.bias": (s,),
                "transformer.audio.proj.weight": (a["output_dim"], s), "transformer.audio.proj.bias": (a["output_dim"],),
                "transformer.audio.audio_bos_eos_token.weight": (2, a["output_dim"])}
+    if a.get("mixed_layers"):   # nano v2's layer mix (workbench.models.qwen_audio.encoder)
+        shapes["transformer.audio.layer_logits"] = (len(a["mixed_layers"]),)
+        for j in range(a.get("adapter_layers", 0)):
+            block = f"transformer.audio.adapter.{j}"
+            for name in ("query", "value", "out"):
+                shapes |= {f"{block}.attn.{name}.weight": (s, s), f"{block}.attn.{name}.bias": (s,)}
+            shapes |= {f"{block}.attn.key.weight": (s, s), f"{block}.mlp.0.weight": (4 * s, s),
+                       f"{block}.mlp.0.bias": (4 * s,), f"{block}.mlp.2.weight": (s, 4 * s), f"{block}.mlp.2.bias": (s,)}
+            for norm in ("attn_ln", "mlp_ln"):
+                shapes |= {f"{block}.{norm}.weight": (s,), f"{block}.{norm}.bias": (s,)}
     for i in range(config["num_hidden_layers"]):
         layer = f"transformer.h.{i}"
         shapes |= {f"{layer}.ln_1.weight": (h,), f"{layer}.attn.c_attn.weight": (3 * h, h),
@@ -159,6 +169,8 @@ _PARTS = (("transformer.audio.conv", "encoder: conv stem"),
           ("transformer.audio.positional_embedding", "encoder: positions (fixed sinusoids)"),
           ("transformer.audio.blocks.", "encoder: transformer blocks"),
           ("transformer.audio.ln_post.", "encoder: ln_post"),
+          ("transformer.audio.layer_logits", "encoder: layer mix weights (nano v2)"),
+          ("transformer.audio.adapter.", "encoder: adapter blocks (nano v2)"),
           ("transformer.audio.proj.", "projector: proj"),
           ("transformer.audio.audio_bos_eos_token.", "projector: audio bos/eos"),
           ("transformer.wte.", "LLM: token embedding"),
@@ -178,8 +190,13 @@ def official_part(name: str) -> str:
     raise ValueError(f"{name!r} is not a tensor name of the published Qwen-Audio layout (see official_shapes)")
 
 
-_TEMPLATES = frozenset(_template(name) for name in official_shapes(official_config(
-    hidden=8, layers=1, heads=1, intermediate=8, audio_state=8, audio_layers=1, audio_heads=1)))
+def _templates() -> frozenset[str]:
+    config = official_config(hidden=8, layers=1, heads=1, intermediate=8, audio_state=8, audio_layers=1, audio_heads=1)
+    config["audio"] |= {"mixed_layers": [1], "adapter_layers": 1}   # the published names and nano v2's
+    return frozenset(_template(name) for name in official_shapes(config))
+
+
+_TEMPLATES = _templates()
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> torch.Tensor:
