@@ -203,3 +203,13 @@ def test_corpus_then_every_stage_then_eval(engines, english, model, tmp_path):
     result = eval_nano_v2.evaluate(work / "ckpt-stage2", corpus, {"asr_en": 1}, 1)
     assert set(result["gates"]) >= {"wer_en_heldout", "routing", "noise_no_transcript", "checkpoint_mb"}
     assert result["checkpoint_mb"] < 40
+    # The export is an official-layout checkpoint the workbench loads directly, mix included.
+    from workbench.audio import encoder_frames, log_mel
+    from workbench.models.qwen_audio.model import load_qwen_audio
+    loaded = load_qwen_audio(work / "ckpt-stage2")
+    _, recipe_mix = load_v2(work / "ckpt-stage2")
+    assert loaded.encoder.config.mixed_layers == recipe_mix.mixed_layers
+    samples = (0.1 * np.random.default_rng(2).standard_normal(20000)).astype(np.float32)
+    with torch.no_grad():
+        ours = loaded.encoder(log_mel(samples)[None], [encoder_frames(len(samples))]).embeds[0]
+        torch.testing.assert_close(ours, recipe_mix(samples), rtol=0, atol=1e-5)

@@ -8,13 +8,11 @@ pooling each block's output first and mixing afterwards is the same as mixing th
 what makes the frozen part cacheable: `layer_features` runs once per clip and is stored (float16) in
 a content-keyed cache (`FeatureCache`), and training runs only the mix, the adapter and the projection.
 
-Checkpoint (what a loader in workbench/models must read to run it; see the report): the official
-`transformer.audio.*` keys (conv1/2, positional_embedding, blocks.0-3, ln_post, proj,
-audio_bos_eos_token) plus `transformer.audio.layer_logits` (n_mixed,), `transformer.audio.mixed_layers`
-(int64 block numbers, 1-based: the output of block i) and `transformer.audio.adapter.{j}.*` (EncoderBlock
-keys), and in config.json's "audio": `"mixed_layers": [1, 2, 3, 4]`, `"adapter_layers": 1`. Forward:
-blocks → keep each mixed block's output → AvgPool(2) each → Σ softmax(layer_logits)_i · pooled_i →
-adapter blocks (no mask: one clip at a time) → ln_post → proj → bos/eos.
+Checkpoint: the official `transformer.audio.*` keys plus `transformer.audio.layer_logits` (n_mixed,)
+and `transformer.audio.adapter.{j}.*` (EncoderBlock keys), and in config.json's "audio":
+`"mixed_layers": [1, 2, 3, 4]`, `"adapter_layers": 1` — the workbench's own `AudioEncoder` reads them
+(`workbench.load("nano")` runs the mix live; `mix_blocks` is the one implementation of the mix).
+Here the mix is a separate module around a plain encoder so that the frozen part can be cached.
 """
 from __future__ import annotations
 
@@ -28,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.audio import encoder_frames, log_mel
-from workbench.models.qwen_audio.encoder import AudioEncoder, EncoderBlock
+from workbench.models.qwen_audio.encoder import AudioEncoder, EncoderBlock, mix_blocks
 
 
 class LayerMixEncoder(nn.Module):
@@ -82,9 +80,8 @@ class LayerMixEncoder(nn.Module):
     def embeds(self, features: torch.Tensor) -> torch.Tensor:
         """[bos, proj(ln_post(adapter(Σ w_i f_i))), eos] for one clip's cached features."""
         w = self.whisper
-        x = torch.einsum("l,ltd->td", self.layer_weights(), features.to(self.layer_logits.dtype))[None]
-        for block in self.adapter:
-            x, _ = block(x, None, False)
+        x = mix_blocks(features.to(self.layer_logits.dtype)[:, None], self.layer_logits, self.adapter,
+                       [features.shape[1]])
         x = w.proj(w.ln_post(x[0]))
         return torch.cat([w.audio_bos_eos_token.weight[:1], x, w.audio_bos_eos_token.weight[1:]])
 

@@ -8,13 +8,14 @@ adapter (encoder_v2.py) are new, and the workbench loader cannot read them yet (
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 import json
 import shutil
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import DynamicCache, Qwen2ForCausalLM
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
@@ -25,7 +26,7 @@ from nano_data import whisper_encoder_state  # noqa: E402
 from encoder_v2 import LayerMixEncoder  # noqa: E402
 from workbench.models import registry  # noqa: E402
 from workbench.models.qwen_audio.nano import N_SPECIAL, WHISPER_SOURCE  # noqa: E402
-from workbench.models.qwen_audio.official_layout import generation_config, official_config, to_official_state_dict  # noqa: E402
+from workbench.models.qwen_audio.official_layout import generation_config, official_config, save_qwen_audio  # noqa: E402
 from workbench.models.qwen_audio import QwenAudio  # noqa: E402
 from workbench.models.qwen_audio.config import QwenAudioConfig, weight_targets  # noqa: E402
 from workbench.models.qwen_audio.encoder import AudioEncoder  # noqa: E402
@@ -51,7 +52,10 @@ def v2_config(n_ranks: int, sizes: dict) -> dict:
 def _network(config: QwenAudioConfig) -> nn.ModuleDict:
     llm_config = config.llm
     llm_config._attn_implementation = "sdpa"
-    return nn.ModuleDict({"encoder": AudioEncoder(config.encoder), "llm": Qwen2ForCausalLM(llm_config)})
+    # The mix lives in `LayerMixEncoder` around a plain encoder while training (its frozen part is
+    # cached); the exported config declares it, and the workbench's encoder then holds it itself.
+    plain = replace(config.encoder, mixed_layers=(), adapter_layers=0)
+    return nn.ModuleDict({"encoder": AudioEncoder(plain), "llm": Qwen2ForCausalLM(llm_config)})
 
 
 def build_model(tokenizer_dir: Path, sizes: dict = SIZES, seed: int = 0) -> tuple[QwenAudio, LayerMixEncoder]:
@@ -70,26 +74,19 @@ def build_model(tokenizer_dir: Path, sizes: dict = SIZES, seed: int = 0) -> tupl
     return model, mix
 
 
-def _extra_state(mix: LayerMixEncoder) -> dict[str, torch.Tensor]:
-    state = {"transformer.audio.layer_logits": mix.layer_logits.detach(),
-             "transformer.audio.mixed_layers": torch.tensor(mix.mixed_layers, dtype=torch.int64)}
-    for name, tensor in mix.adapter.state_dict().items():
-        state[f"transformer.audio.adapter.{name}"] = tensor
-    return state
-
-
 def export(model: QwenAudio, mix: LayerMixEncoder, tokenizer_dir: Path, out: Path, log: Path | None = None) -> int:
-    """Write the checkpoint (float16 weights) and return the size of model.safetensors in bytes."""
-    out.mkdir(parents=True, exist_ok=True)
-    state = {n: t.to(torch.float16).contiguous() for n, t in to_official_state_dict(model).items()}
-    state |= {n: (t if t.dtype == torch.int64 else t.to(torch.float16)).contiguous() for n, t in _extra_state(mix).items()}
-    save_file(state, out / "model.safetensors", metadata={"format": "pt", "nano": "v2"})
-    (out / "config.json").write_text(json.dumps(model.config.official, indent=2) + "\n")
-    (out / "generation_config.json").write_text(json.dumps(model.config.generation, indent=2) + "\n")
+    """Write the checkpoint (float16 weights, official layout + the mix keys) and return its size in bytes.
+
+    The workbench's encoder holds the mix itself when the config declares it, so the export builds
+    that encoder from the plain one and the mix, and writes it with the workbench's own writer."""
+    encoder = AudioEncoder(model.config.encoder)
+    encoder.load_state_dict(model.encoder.state_dict() | {"layer_logits": mix.layer_logits.detach()}
+                            | {f"adapter.{name}": t for name, t in mix.adapter.state_dict().items()})
+    full = QwenAudio(nn.ModuleDict({"encoder": encoder, "llm": model.llm}), model.tokenizer, model.config)
+    save_qwen_audio(full, out, dtype=torch.float16, tokenizer=tokenizer_dir / TIKTOKEN_FILE)
     (out / "tokenizer_config.json").write_text(json.dumps(
         {"model_max_length": 2048, "tokenizer_class": "QWenTokenizer", "n_bpe_ranks": model.tokenizer.n_ranks},
         indent=2) + "\n")
-    shutil.copyfile(tokenizer_dir / TIKTOKEN_FILE, out / TIKTOKEN_FILE)
     if log is not None and log.exists():
         shutil.copyfile(log, out / "train_log.jsonl")
     return (out / "model.safetensors").stat().st_size
@@ -112,7 +109,7 @@ def load_v2(directory: Path) -> tuple[QwenAudio, LayerMixEncoder]:
                 mix.layer_logits.copy_(tensor.float())
             elif name.startswith("transformer.audio.adapter."):
                 mix.adapter.get_parameter(name.removeprefix("transformer.audio.adapter.")).copy_(tensor.float())
-            elif name != "transformer.audio.mixed_layers":
+            elif name != "transformer.audio.mixed_layers":   # an int copy of config.json's, in early exports
                 for target, rows in weight_targets(name, config.llm.hidden_size):
                     params[target].copy_((tensor if rows is None else tensor[rows]).float())
     network.eval(), mix.eval()

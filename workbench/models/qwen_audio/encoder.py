@@ -132,6 +132,25 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.mlp_ln(x)), probs
 
 
+def mix_blocks(pooled: torch.Tensor, layer_logits: torch.Tensor, adapter: Sequence[nn.Module],
+               tokens: Sequence[int]) -> torch.Tensor:
+    """Σ softmax(layer_logits)_i · pooled_i, then the adapter blocks (nano v2's layer mix).
+
+    `pooled`: (n_mixed, B, t, width), each kept block's output after the 2× pool; `tokens`: the real
+    tokens per clip (shorter clips' padding is masked as keys). Pooling is linear, so pooling each
+    block then mixing equals mixing then pooling: the recipe caches the pooled outputs and trains
+    on them (recipes/v2/encoder_v2.py), which is why the mix is written in this order.
+    """
+    x = torch.einsum("l,lbtd->btd", layer_logits.softmax(0).to(pooled.dtype), pooled)
+    key_mask = None
+    if min(tokens) < x.shape[1]:
+        lengths = torch.tensor(list(tokens), device=x.device)
+        key_mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    for block in adapter:
+        x, _ = block(x, key_mask, False)
+    return x
+
+
 class AudioEncoder(nn.Module):
     def __init__(self, config: EncoderConfig, attn: str = "sdpa"):
         super().__init__()
@@ -200,20 +219,9 @@ class AudioEncoder(nn.Module):
         return EncoderOutput(embeds=embeds, attentions=attentions)
 
     def _mix(self, kept: list[torch.Tensor], frames: Sequence[int]) -> torch.Tensor:
-        """Σ softmax(layer_logits)_i · pool(block output i), then the adapter blocks (nano v2).
-
-        Pooling is linear, so pooling each block then mixing equals mixing then pooling; the
-        recipe caches the pooled block outputs and trains on them, so this order is the one it saw.
-        """
+        """Nano v2's layer mix of the kept block outputs (`mix_blocks`), each pooled first."""
         pooled = torch.stack([self.avg_pooler(x.transpose(1, 2)).transpose(1, 2) for x in kept])
-        x = torch.einsum("l,lbtd->btd", self.layer_logits.softmax(0).to(pooled.dtype), pooled)
-        tokens = [self.tokens_for(t) for t in frames]
-        key_mask = None
-        if min(tokens) < x.shape[1]:   # "official" batching: shorter clips' pooled padding masked as keys
-            key_mask = torch.arange(x.shape[1], device=x.device)[None, :] < torch.tensor(tokens, device=x.device)[:, None]
-        for block in self.adapter:
-            x, _ = block(x, key_mask, False)
-        return x
+        return mix_blocks(pooled, self.layer_logits, self.adapter, [self.tokens_for(t) for t in frames])
 
     def encode(self, mel: torch.Tensor, frames: Sequence[int], *, batching: str = "separate",
                output_attentions: bool = False) -> EncoderOutput:
