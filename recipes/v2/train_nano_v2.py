@@ -116,6 +116,7 @@ def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, fea
         raise SystemExit(f"{stage}: no training sequences (is the corpus empty, or --lm-length longer than the text?)")
     print(f"{stage}: {sum(p.numel() for p in params):,} trainable parameters, {steps} steps, from step {step}", flush=True)
     began, last_save = time.perf_counter() - spent, time.perf_counter()  # time budgets count resumed runs too
+    first, resumed = step, time.perf_counter()   # this run's pace, for fitting the schedule to the budget
     model.network.train(), mix.train()
     progress = tqdm(total=steps, initial=step, desc=stage, unit="step", mininterval=10)
     with open(log_file, "a", encoding="utf-8") as log:
@@ -145,6 +146,13 @@ def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, fea
                 if time.perf_counter() - last_save > args.save_every:
                     save()
                     last_save = time.perf_counter()
+                if args.minutes[stage] and (step - first) % 100 == 50:
+                    # Fit the schedule to the time budget, so a capped stage still decays its learning rate
+                    # to the end instead of stopping at the peak; re-fitted as the machine's load changes.
+                    rate = (time.perf_counter() - resumed) / (step - first)
+                    left = 60 * args.minutes[stage] - (time.perf_counter() - began)
+                    steps = max(step + 1, min(args.steps[stage], step + int(0.95 * left / rate)))
+                    progress.total = steps
                 if args.minutes[stage] and time.perf_counter() - began > 60 * args.minutes[stage]:
                     progress.write(f"{stage}: time budget of {args.minutes[stage]} min reached at step {step}")
                     steps = step  # the stage ends here (its schedule ends early, as v1's --minutes)

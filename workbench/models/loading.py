@@ -20,7 +20,7 @@ from workbench.models.base import AudioLM
 from workbench.models.checkpoint import read_config_json
 from workbench.models.qwen2_audio import Qwen2AudioLM, load_qwen2_audio
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
-from workbench.models.qwen_audio.nano import load_nano
+from workbench.models.qwen_audio.nano import NANO_VERSIONS, load_nano
 from workbench.models.whisper import WhisperLM, load_whisper
 
 # Every family `load` returns, in the order of the capability table.
@@ -74,8 +74,8 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
     Qwen-Audio checkpoints (and "nano") take more options: `device_map`, `audio_batching`,
     `audio_decoder`, `audio_on_long`, `chat` (see `workbench.models.qwen_audio.load_qwen_audio`)."""
     name = str(source)
-    if name == "nano":   # the embedded default: a Qwen-Audio v1 checkpoint inside the package
-        return load_nano(dtype=dtype, device=device, attn=attn, **options)
+    if name in NANO_VERSIONS:   # embedded Qwen-Audio v1 checkpoints inside the package ("nano": the default)
+        return load_nano(NANO_VERSIONS[name], dtype=dtype, device=device, attn=attn, **options)
     if name in registry.KNOWN_MODELS:
         _refuse_options(repr(name), registry.KNOWN_MODELS[name].family.capitalize(), options)
         packaged = registry.lookup(name)
@@ -85,7 +85,7 @@ def load(source: str | Path, *, dtype: torch.dtype | str | None = None, device: 
     directory = Path(source).expanduser()
     if not directory.exists():
         raise UnknownModelError(
-            f"{name!r} is neither a packaged model ({', '.join(sorted(['nano', *registry.KNOWN_MODELS]))}) "
+            f"{name!r} is neither a packaged model ({', '.join(sorted([*NANO_VERSIONS, *registry.KNOWN_MODELS]))}) "
             "nor an existing directory: pass a name from that list or the path of a local checkpoint")
     if not directory.is_dir():
         raise UnknownModelError(f"{directory} is a file: pass the checkpoint's directory")

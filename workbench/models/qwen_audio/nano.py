@@ -28,9 +28,11 @@ from workbench.errors import CheckpointFileNotFoundError
 from workbench.models.qwen_audio.model import load_qwen_audio
 from workbench.models.qwen_audio.official_layout import official_config
 
-__all__ = ["MAX_RANKS", "NANO_DIR", "NANO_SIZES", "WHISPER_SOURCE", "load_nano", "nano_config", "nano_evaluation"]
+__all__ = ["MAX_RANKS", "NANO_DIR", "NANO_V2_DIR", "NANO_VERSIONS", "N_SPECIAL", "NANO_SIZES", "WHISPER_SOURCE", "load_nano", "nano_config", "nano_evaluation"]
 
 NANO_DIR = Path(__file__).resolve().parents[2] / "assets" / "nano"   # workbench/assets/nano
+NANO_V2_DIR = NANO_DIR.with_name("nano_v2")   # nano v2 (recipes/v2): real text, many voices, a layer-mix encoder
+NANO_VERSIONS = {"nano": NANO_DIR, "nano-v2": NANO_V2_DIR}   # packaged name → folder
 MAX_RANKS = 2048             # BPE ranks asked of the tokenizer trainer (it stops early when pairs run out)
 N_SPECIAL = 3522             # every Qwen-Audio tag, `<|endoftext|>` … `</audio>`
 WHISPER_SOURCE = "whisper-tiny.en"   # the encoder's initialisation (workbench.models.registry name)
@@ -51,7 +53,7 @@ def nano_config(n_ranks: int) -> dict:
 
 
 def load_nano(path: str | Path | None = None, **options: Any):
-    """The packaged nano Qwen-Audio (or a nano checkpoint at `path`), as a `QwenAudio`.
+    """The packaged nano Qwen-Audio (or a nano checkpoint at `path`, e.g. NANO_V2_DIR), as a `QwenAudio`.
 
     Options are those of `load_qwen_audio` (dtype, device, attn, audio_batching, …); float32 on CPU
     by default, computed from the float16 weights on disk."""
