@@ -24,11 +24,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from workbench.errors import CheckpointFileNotFoundError
 from workbench.models.qwen_audio.model import load_qwen_audio
 from workbench.models.qwen_audio.official_layout import official_config
 
-__all__ = ["MAX_RANKS", "NANO_DIR", "NANO_V2_DIR", "NANO_VERSIONS", "N_SPECIAL", "NANO_SIZES", "WHISPER_SOURCE", "load_nano", "nano_config", "nano_evaluation"]
+__all__ = ["GATES_V2", "MAX_RANKS", "NANO_DIR", "NANO_SIZES", "NANO_V2_DIR", "NANO_VERSIONS", "N_SPECIAL",
+           "WHISPER_SOURCE", "load_nano", "nano_config", "nano_evaluation", "nano_gate_table"]
 
 NANO_DIR = Path(__file__).resolve().parents[2] / "assets" / "nano"   # workbench/assets/nano
 NANO_V2_DIR = NANO_DIR.with_name("nano_v2")   # nano v2 (recipes/v2): real text, many voices, a layer-mix encoder
@@ -63,6 +66,24 @@ def load_nano(path: str | Path | None = None, **options: Any):
             f"{directory} holds no model.safetensors: the nano checkpoint is missing from the package; "
             "reinstall workbench, or train one with `python recipes/train_nano.py` and pass its directory")
     return load_qwen_audio(directory, **options)
+
+
+# Nano v2's gates (issue #14), measured by recipes/v2/eval_nano_v2.py into eval.json: key → (op, bound).
+GATES_V2 = {"wer_en_heldout": ("≤", 0.10), "wer_real_speech": ("≤", 0.60), "routing": ("≥", 0.98),
+            "mna_pitch_within_1": ("≥", 0.95), "srwt_order": ("≥", 0.95), "srwt_start_shift_ms": ("≤", 120.0),
+            "noise_no_transcript": ("≥", 0.95), "checkpoint_mb": ("≤", 40.0)}
+
+
+def nano_gate_table(result: dict) -> pd.DataFrame:
+    """eval.json's gates as a table: gate, measured value, bound, passed (a missing measure fails)."""
+    rows = []
+    for gate, (op, bound) in GATES_V2.items():
+        value = result.get(gate)
+        measured = isinstance(value, (int, float)) and value == value
+        passed = measured and (value <= bound if op == "≤" else value >= bound)
+        rows.append({"gate": gate, "measured": value if measured else None, "bound": f"{op} {bound:g}",
+                     "passed": bool(passed)})
+    return pd.DataFrame(rows)
 
 
 def nano_evaluation(path: str | Path | None = None) -> dict:
