@@ -144,8 +144,9 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tokenizer_dir):
-    from workbench.errors import MissingPackageError
     from model_v2 import SIZES, build_model
+
+    from workbench.errors import MissingPackageError
     try:
         return build_model(tokenizer_dir, SIZES | {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64})
     except MissingPackageError as error:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from encoder_v2 import FeatureCache, LayerMixEncoder  # noqa: E402
 from nano_data import Sequence, read_clip  # noqa: E402
 
-from encoder_v2 import FeatureCache, LayerMixEncoder  # noqa: E402
 from workbench.synth import grammar, text  # noqa: E402
 from workbench.tokenizer import QwenAudioTokenizer  # noqa: E402
 

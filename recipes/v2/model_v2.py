@@ -8,10 +8,10 @@ adapter (encoder_v2.py) are new, and the workbench loader cannot read them yet (
 from __future__ import annotations
 
 import inspect
-from dataclasses import replace
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,15 +21,15 @@ from transformers import DynamicCache, Qwen2ForCausalLM
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: nano_data
+from encoder_v2 import LayerMixEncoder  # noqa: E402
 from nano_data import whisper_encoder_state  # noqa: E402
 
-from encoder_v2 import LayerMixEncoder  # noqa: E402
 from workbench.models import registry  # noqa: E402
-from workbench.models.qwen_audio.nano import N_SPECIAL, WHISPER_SOURCE  # noqa: E402
-from workbench.models.qwen_audio.official_layout import generation_config, official_config, save_qwen_audio  # noqa: E402
 from workbench.models.qwen_audio import QwenAudio  # noqa: E402
 from workbench.models.qwen_audio.config import QwenAudioConfig, weight_targets  # noqa: E402
 from workbench.models.qwen_audio.encoder import AudioEncoder  # noqa: E402
+from workbench.models.qwen_audio.nano import N_SPECIAL, WHISPER_SOURCE  # noqa: E402
+from workbench.models.qwen_audio.official_layout import generation_config, official_config, save_qwen_audio  # noqa: E402
 from workbench.tokenizer import TIKTOKEN_FILE, QwenAudioTokenizer  # noqa: E402
 
 # hidden 256 × 4 layers with 4,096 BPE ranks: 16.8 M parameters, 34.8 MB in float16 (the gate is 40 MB);

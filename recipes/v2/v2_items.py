@@ -161,7 +161,7 @@ def noise(rngs: list[np.random.Generator], split: str) -> list[Item]:
             key = f"noise:{what}:{seconds:.2f}"
         else:
             scene = scenes.SCENES[int(rng.integers(len(scenes.SCENES)))]
-            layout = draw(rng, split, lambda r: int(r.integers(scenes.N_LAYOUTS)), lambda n: f"{scene}:{n}")
+            layout = draw(rng, split, lambda r: int(r.integers(scenes.N_LAYOUTS)), lambda n, scene=scene: f"{scene}:{n}")
             audio, what, key = scenes.render_scene(scene, layout, rng, seconds), f"{scene} scene", f"{scene}:{layout}"
         items.append(Item("asr", (audio,), "", (key,), task_prompt("asr", lang="en"),
                           fields={"language": "en", "noise_only": True, "augmentation": what}))
