@@ -19,23 +19,36 @@
 # Qwen-Audio hears a clip as a run of **audio tokens**, one per 40 ms, spliced into the prompt between
 # `<audio>` and `</audio>`, and is told what to do by a sequence of **hierarchical tags** after it,
 # e.g. `<|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>`.
-# This notebook walks through both halves without a model:
 #
-# 1. load a demo clip and look at it in seconds, with the 40 ms token grid on top;
-# 2. the token arithmetic: samples → mel frames → encoder frames → audio tokens → prompt positions;
-# 3. tag prompts: the official presets, one built by hand, the `<|startoftranscription|>` trap,
-#    a validation error, and the variants that tag ablation iterates over.
+# **You will learn** to
+# 1. load a clip and read it in seconds, with the 40 ms token grid on top (waveform and log-mel);
+# 2. do the token arithmetic: samples → mel frames → encoder frames → audio tokens → prompt positions;
+# 3. build, render, parse and validate tag prompts, spot the `<|startoftranscription|>` trap, and list
+#    the variants that tag ablation iterates over;
+# 4. run one prompt through a model (`MODEL`, by default the embedded nano) on a clip it was never trained on.
+#
+# **Runs** in about 15 s on one CPU core (no weights except nano's 5 MB). The configuration cell below
+# is read from the environment, so the same notebook runs a real checkpoint on a GPU:
+# `WORKBENCH_MODEL=/models/Qwen-Audio WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16`.
 
 # %%
 # %matplotlib inline
+import os
 import warnings
 
 import pandas as pd
+from IPython.display import Audio, display
 
 import workbench as wb
+from workbench.evaluation.replicas import synthetic_item
+from workbench.figures.style import save_notebook_figure
 
 wb.figures.use_style()
 pd.set_option("display.max_colwidth", None)
+
+MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
+DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
+DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
 
 # %% [markdown]
 # ## 1 · A demo clip
@@ -55,7 +68,9 @@ print(f"{clip.name}: {len(audio)} samples = {len(audio) / wb.audio.SAMPLE_RATE:.
 # The waveform, with a light line at the start of every 40 ms audio token (the top axis counts them).
 
 # %%
-wb.figures.plot_waveform(audio, wb.audio.SAMPLE_RATE, token_grid=True, title=f"{clip.name}: “{clip.text}”")
+display(Audio(audio, rate=wb.audio.SAMPLE_RATE))
+save_notebook_figure(wb.figures.plot_waveform(audio, wb.audio.SAMPLE_RATE, token_grid=True,
+                                              title=f"{clip.name}: “{clip.text}”"), "speech_en_waveform")
 
 # %% [markdown]
 # `log_mel` always returns the full 30 s window, (80 bins, 3000 frames of 10 ms): the clip is
@@ -65,13 +80,18 @@ wb.figures.plot_waveform(audio, wb.audio.SAMPLE_RATE, token_grid=True, title=f"{
 # %%
 mel = wb.log_mel(audio)
 print("mel:", tuple(mel.shape))
-wb.figures.plot_mel(mel, n_samples=len(audio), title="log-mel of the padded 30 s window")
+save_notebook_figure(wb.figures.plot_mel(mel, n_samples=len(audio), title="log-mel of the padded 30 s window"),
+                     "speech_en_mel_padded_window")
 
 # %% [markdown]
-# Qwen-Audio itself only runs the encoder over the clip's own frames, so crop to those:
+# Qwen-Audio itself only runs the encoder over the clip's own frames, so crop to those. **This is the
+# log-mel of the demo sentence that notebooks 01 and 02 analyse**; they refer back here instead of
+# drawing it again (the attention and attribution figures there carry it as their top panel).
 
 # %%
-wb.figures.plot_mel(mel[:, :wb.audio.mel_frames(len(audio))], n_samples=len(audio), title="the same mel, cropped to the clip")
+display(Audio(audio, rate=wb.audio.SAMPLE_RATE))
+save_notebook_figure(wb.figures.plot_mel(mel[:, :wb.audio.mel_frames(len(audio))], n_samples=len(audio),
+                                         title=f"log-mel of “{clip.text}”, cropped to the clip"), "speech_en_mel")
 
 # %% [markdown]
 # ## 2 · Token arithmetic
@@ -106,8 +126,10 @@ pd.DataFrame([{**note, "first token": wb.audio.seconds_to_token(note["onset_s"])
               for note in scale.extra["notes"]])
 
 # %%
-wb.figures.plot_mel(wb.log_mel(scale_audio)[:, :wb.audio.mel_frames(len(scale_audio))], n_samples=len(scale_audio),
-                    title=f"{scale.name}: {scale.text}")
+display(Audio(scale_audio, rate=wb.audio.SAMPLE_RATE))
+save_notebook_figure(wb.figures.plot_mel(wb.log_mel(scale_audio)[:, :wb.audio.mel_frames(len(scale_audio))],
+                                         n_samples=len(scale_audio), title=f"{scale.name}: {scale.text}"),
+                     "c_major_scale_mel")
 
 # %% [markdown]
 # ## 3 · Tag prompts
@@ -174,4 +196,46 @@ pd.DataFrame([{"label": v.label, "prompt": v.prompt_text, "well-formed": v.promp
               for v in variants])
 
 # %% [markdown]
-# Next: the other notebooks in this folder load a model and run these prompts on the clips.
+# ## 4 · One prompt through a model
+# `wb.load(MODEL)` gives the embedded **nano** Qwen-Audio by default: the same classes, tags and
+# checkpoint layout as the published model, trained in miniature on a synthetic corpus (notebook 04).
+# nano only knows that corpus's world: short sentences from a grammar of about 70 English words (with
+# their German, French, Spanish and Mandarin translations), synthetic sounds, scenes and notes. The demo
+# sentence above ("The quick brown fox…") is outside it, so we give nano a clip from its **held-out
+# test split** instead: `synthetic_item(task, i)` rebuilds test item *i* exactly as the corpus nano was
+# evaluated on was built (nano never saw it in training). The prompt is the item's own tag prompt.
+
+# %%
+model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
+item = next(it for it in (synthetic_item("asr", i) for i in range(40)) if it.fields["language"] == "en")
+display(Audio(item.audios[0], rate=wb.audio.SAMPLE_RATE))
+answer = model.generate(wb.TagPrompt.parse(item.prompt), item.audios[0], max_new_tokens=24).text
+pd.DataFrame([{"prompt": item.prompt, "output": answer, "reference": item.reference,
+               "correct": answer.strip() == item.reference}])
+
+# %% [markdown]
+# ## 5 · Exercises
+# **1.** How many prompt positions do two 12.5 s clips cost together, and what share of the 2,048
+# positions within which the workbench equals the official model is that?
+
+# %%
+# Solution: each clip is audio_span_tokens(samples) positions (its 40 ms tokens plus bos and eos).
+two_clips = 2 * wb.audio.audio_span_tokens(int(12.5 * wb.audio.SAMPLE_RATE))
+print(f"{two_clips} positions = {100 * two_clips / 2048:.1f} % of 2,048")
+assert two_clips == 2 * (312 + 2)
+
+# %% [markdown]
+# **2.** Build the prompt that asks for Spanish speech translated into French text, with inverse text
+# normalisation and no timestamps; render it and check that parsing gives it back. Which slot would a
+# language-swap ablation of the *source* language change?
+
+# %%
+# Solution
+exercise = wb.TagPrompt(start="transcript", audio_lang="es", task="translate", text_lang="fr",
+                        timestamps=False, instructions=("itn",))
+print(exercise.render())
+assert wb.TagPrompt.parse(exercise.render()) == exercise
+[v.label for v in wb.tags.swap_variants(exercise, slot="audio_lang")][:3]   # the audio_lang slot
+
+# %% [markdown]
+# Next: 01 takes the architecture apart with the published sizes, 02 traces what the model attends to.
