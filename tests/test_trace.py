@@ -195,7 +195,7 @@ def test_only_captured_layers_leave_sdpa_and_the_config_is_restored(tiny, case_i
     ({"capture": "llm.*", "layers": [5]}, "layer 5 does not exist in llm"),
     ({"capture": "llm.embed", "layers": 0}, "keeps none of the names"),
     ({"capture": "llm.layers.0.attn.pattern", "heads": [4]}, r"distinct head indices in 0…3"),
-    ({"capture": "llm.embed", "heads": [0]}, "no attention pattern is captured"),
+    ({"capture": "llm.embed", "heads": [0]}, "nothing with heads is captured"),
     ({"rows": "words"}, "is not one of all, last, audio"),
     ({"rows": [0, 900]}, "out of range for a sequence of 154"),
     ({"rows": "output"}, r"picks no position.*generate=N"),

@@ -13,18 +13,34 @@ Names are stable and dotted (TransformerLens style); each family declares them i
                                                                        decoder.layers.{i}.cross_attn.out
                                                                        decoder.layers.{i}.resid_post
 
+and on every layer of every stack (Whisper's attention named `self_attn` / `cross_attn`):
+
+    ….resid_pre            the residual stream the layer receives (= resid_post of the layer before)
+    ….mlp.out              the MLP's output, before it is added to the stream
+    ….attn.q / .k / .v     per head, (heads, rows | cols | frames, head_dim): q over query positions,
+                           k and v over key positions, repeated to every query head where heads share
+                           them (grouped-query attention). Scaled so that the scores are q·kᵀ/√head_dim
+                           for every family (Whisper scales q inside its projection: undone here). q and
+                           k are after rotary embeddings where the family applies them (the Qwen LLMs);
+                           Whisper and the audio encoders add positions to their input instead.
+    ….attn.z               per head, (heads, rows | frames, head_dim): the heads' outputs before the output
+                           projection, so z (heads concatenated) @ W_Oᵀ + b_O is attn.out
+
 `*.embed` is what the first layer receives: token embeddings with the audio already spliced in
 (v1, Qwen2-Audio), or token + position embeddings (Whisper's decoder).
 
 Nothing here changes a module. Three ways a tensor is taken:
-- forward hooks and pre-hooks for residual streams and attention outputs;
+- forward hooks and pre-hooks for residual streams, attention and MLP outputs, and z (the input of
+  the output projection, split by head);
 - attention inside transformers (the Qwen2 LLM, Whisper, Qwen2-Audio's tower): a custom attention
   function, registered with transformers' `AttentionInterface` as CAPTURE_ATTENTION, to which the
-  model's configs point only during the call. For the modules being captured it computes the
-  softmax probabilities with eager math; every other layer goes to transformers' SDPA function
-  unchanged. Its mask function is SDPA's own, so those layers get exactly the fast path's inputs;
+  model's configs point only during the call. It hands q / k / v to the modules being captured;
+  where a pattern is captured it computes the softmax probabilities with eager math; every other
+  layer goes to transformers' SDPA function unchanged. Its mask function is SDPA's own, so those
+  layers get exactly the fast path's inputs;
 - our own `EncoderAttention` (v1): a forward pre-hook recomputes q·kᵀ from the block's input with
-  the module's own weights and scaling (q and k each by head_dim^-0.25), as its eager path does.
+  the module's own weights and scaling (q and k each by head_dim^-0.25), as its eager path does;
+  its q / k / v the same way, unscaled.
 """
 from __future__ import annotations
 
@@ -42,7 +58,7 @@ from transformers.integrations import sdpa_attention  # read at call time: a rep
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from workbench.errors import TraceRequestError
-from workbench.models.adapter import ENCODER_PATTERN_AXES, Adapter, Point
+from workbench.models.adapter import Adapter, Point
 
 CAPTURE_ATTENTION = "workbench_capture"
 _LAYER = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
@@ -96,13 +112,14 @@ def check_heads(heads: int | Sequence[int] | None, points: list[Point]) -> np.nd
     if heads is None:
         return None
     wanted = [heads] if isinstance(heads, int) and not isinstance(heads, bool) else list(heads)
-    fewest = min((p.n_heads for p in points if p.is_pattern), default=None)
+    fewest = min((p.n_heads for p in points if "heads" in p.axes), default=None)
     if fewest is None:
-        raise TraceRequestError(f"heads={heads!r} but no attention pattern is captured: add one to capture=")
+        raise TraceRequestError(f"heads={heads!r} but nothing with heads is captured (an attention pattern, or "
+                                "q / k / v / z): add one to capture=")
     bad = [h for h in wanted if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < fewest]
     if bad or not wanted or len(set(wanted)) != len(wanted):
         raise TraceRequestError(f"heads={heads!r}: give distinct head indices in 0…{fewest - 1} (the captured "
-                                f"patterns have {fewest} heads or more)")
+                                f"per-head tensors have {fewest} heads or more)")
     return np.array(wanted, dtype=int)
 
 
@@ -133,20 +150,27 @@ class Selection:
 # ---------------------------------------------------------------------------------------------
 # The attention function and the hooks
 
-_SINKS: dict[nn.Module, Callable[[torch.Tensor], None]] = {}   # attention modules being captured
+# attention modules being captured → what to hand over: "pattern", "q", "k", "v" → sink
+_SINKS: dict[nn.Module, dict[str, Callable[[torch.Tensor], None]]] = {}
 
 
 def _capture_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                        attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                        is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """SDPA for every module not being captured; eager math (and a copy of the probabilities) for the rest."""
-    sink = _SINKS.get(module)
-    if sink is None:
-        return sdpa_attention.sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    sinks = _SINKS.get(module, {})
+    head_dim = query.shape[-1]
+    scale = head_dim ** -0.5 if scaling is None else scaling
+    if "q" in sinks:   # the same scores q·kᵀ/√head_dim for every family (Whisper passes a pre-scaled q)
+        sinks["q"](query if scale == head_dim ** -0.5 else query * (scale * head_dim ** 0.5))
     groups = query.shape[1] // key.shape[1]     # grouped-query attention shares key/value heads
+    for part, x in (("k", key), ("v", value)):
+        if part in sinks:
+            sinks[part](sdpa_attention.repeat_kv(x, groups))
+    if "pattern" not in sinks:
+        return sdpa_attention.sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                                     scaling=scaling, is_causal=is_causal, **kwargs)
     key, value = sdpa_attention.repeat_kv(key, groups), sdpa_attention.repeat_kv(value, groups)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     # In place where possible: the scores and the probabilities are the only (heads, L, L) tensors alive.
     scores = torch.matmul(query, key.transpose(2, 3)).mul_(scale)
     q_length, kv_length = query.shape[2], key.shape[2]
@@ -161,7 +185,7 @@ def _capture_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
         scores.add_(attention_mask)
     probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
     del scores
-    sink(probs)
+    sinks["pattern"](probs)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
@@ -183,6 +207,17 @@ def _encoder_attention_probs(module: nn.Module, x: torch.Tensor, key_mask: torch
     return scores.softmax(dim=-1)
 
 
+def _encoder_heads(module: nn.Module, x: torch.Tensor, part: str) -> torch.Tensor:
+    """Qwen-Audio v1's encoder q, k or v (batch, heads, frames, head_dim), from the block's attention input."""
+    projection = {"q": module.query, "k": module.key, "v": module.value}[part]
+    return _split_heads(projection(x), module.n_head)
+
+
+def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(batch, L, heads · head_dim) → (batch, heads, L, head_dim)."""
+    return x.unflatten(-1, (n_heads, -1)).transpose(1, 2)
+
+
 def _first(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
@@ -200,7 +235,7 @@ def recording(adapter: Adapter, points: list[Point], selection: Selection,
     def keep_per_audio(point: Point, x: torch.Tensor) -> None:
         for item in x:   # one batch row per audio (the encoder may batch the clips of a prompt)
             n = frames[len(store[point.name])]
-            item = item[:, :n, :n] if point.axes == ENCODER_PATTERN_AXES else item[:n]
+            item = item[tuple(slice(None, n) if axis == "frames" else slice(None) for axis in point.axes)]
             store[point.name].append(selection.keep(item, point.axes))   # frames axes: only heads select
 
     def sink_for(point: Point) -> Callable[[torch.Tensor], None]:
@@ -213,11 +248,18 @@ def recording(adapter: Adapter, points: list[Point], selection: Selection,
 
     for point in points:
         sink = sink_for(point)
-        if point.how == "attention":
-            _SINKS[point.module] = sink
+        kind, _, part = point.how.partition(".")
+        if kind == "attention":
+            _SINKS.setdefault(point.module, {})[part or "pattern"] = sink
         elif point.how == "encoder_attention":
             handles.append(point.module.register_forward_pre_hook(
                 lambda module, args, sink=sink: sink(_encoder_attention_probs(module, args[0], args[1]))))
+        elif kind == "encoder_attention":
+            handles.append(point.module.register_forward_pre_hook(
+                lambda module, args, sink=sink, part=part: sink(_encoder_heads(module, args[0], part))))
+        elif point.how == "heads_input":   # z: the output projection's input, split by head
+            handles.append(point.module.register_forward_pre_hook(
+                lambda module, args, sink=sink, n=point.n_heads: sink(_split_heads(args[0], n))))
         elif point.how == "output":
             handles.append(point.module.register_forward_hook(
                 lambda module, args, output, sink=sink: sink(_first(output))))
@@ -226,7 +268,7 @@ def recording(adapter: Adapter, points: list[Point], selection: Selection,
                 lambda module, args, kwargs, sink=sink: sink(args[0] if args else kwargs["hidden_states"]),
                 with_kwargs=True))
     try:
-        with _attention_switched(adapter.root, any(p.how == "attention" for p in points)):
+        with _attention_switched(adapter.root, any(p.how.partition(".")[0] == "attention" for p in points)):
             yield store
     finally:
         for handle in handles:

@@ -14,13 +14,17 @@ What a name holds (batch dimension dropped; each family's adapter declares its n
 - Whisper's `decoder.layers.{i}.cross_attn.pattern`: (heads, rows, 1500 encoder frames of 20 ms);
 - `encoder.*.attn.pattern`: a list per audio of (heads, T, T) over that audio's encoder frames
   (Qwen-Audio: the clip's own T frames; Whisper: always the 1500 frames of the 30 s window);
-- `*.resid_post`, `*.attn.out`, `*.embed`: (rows, width); `encoder.*.resid_post`: a list per audio of (T, width).
+- `*.resid_pre`, `*.resid_post`, `*.attn.out`, `*.mlp.out`, `*.embed`: (rows, width); the encoder's: a
+  list per audio of (T, width);
+- `*.attn.q`, `*.attn.z`: (heads, rows, head_dim); `*.attn.k`, `*.attn.v`: (heads, cols, head_dim) (the
+  encoder's: a list per audio of (heads, T, head_dim); Whisper's cross_attn k / v: 1500 frames). q·kᵀ/√head_dim
+  are the scores; q and k carry rotary embeddings in the Qwen LLMs (`workbench.analysis.capture`).
 
 rows / cols select positions of the token sequence: None or "all", "last", a group ("audio",
 "tags", "text"), a part ("prompt", "output"), a list of these (their union), an int, a slice, a
 sequence of ints, or a boolean mask. A tag prompt has no "text" of its own (its positions are audio
 and tags): the model's answer is the text, so trace it with generate=N and rows="output". `heads`
-selects heads of every pattern. What the request would keep, plus one layer's full pattern while it
+selects heads of every pattern and per-head tensor. What the request would keep, plus one layer's full pattern while it
 is computed, is checked against `max_bytes` (default 2 GiB) before anything runs; a request over it
 fails with its size and how to narrow it.
 """
@@ -247,8 +251,8 @@ def check_size(points: list[Point], positions: pd.DataFrame, rows: Any, cols: An
     item = torch.finfo(dtype).bits // 8 if dtype is not None else 4
     stored, transient = 0, 0
     for p in points:
-        h = len(heads) if heads is not None and p.is_pattern else p.n_heads
-        sizes = {"heads": h, "rows": n_rows, "cols": n_cols, "width": p.width, "frames": None}
+        h = len(heads) if heads is not None and "heads" in p.axes else p.n_heads
+        sizes = {"heads": h, "rows": n_rows, "cols": n_cols, "width": p.width, "head_dim": p.width, "frames": None}
         if p.per_audio:
             stored += sum(math.prod(t if s is None else s for s in (sizes[a] for a in p.axes)) for t in frames)
         else:

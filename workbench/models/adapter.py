@@ -31,6 +31,11 @@ CROSS_AXES = ("heads", "rows", "frames")
 ENCODER_PATTERN_AXES = ("heads", "frames", "frames")
 SEQUENCE_AXES = ("rows", "width")
 ENCODER_AXES = ("frames", "width")
+# Per-head vectors: q and z (the heads' outputs before the output projection) per query position,
+# k and v per key position (repeated to every query head where keys and values are shared).
+HEAD_AXES = ("heads", "rows", "head_dim")
+KEY_AXES = ("heads", "cols", "head_dim")
+ENCODER_HEAD_AXES = ("heads", "frames", "head_dim")
 
 # The parts a family may declare, and what each one is.
 PARTS = {
@@ -47,10 +52,11 @@ class Point:
 
     name: str
     module: nn.Module
-    how: str                    # "attention", "encoder_attention", "output" (forward hook), "input" (pre-hook)
+    how: str                    # "attention", "encoder_attention", "output" (forward hook), "input" (pre-hook),
+                                # "attention.q" / ".k" / ".v", "encoder_attention.q" / …, "heads_input" (z)
     axes: tuple[str, ...]
-    n_heads: int = 0            # for patterns
-    width: int = 0              # for residual streams and attention outputs
+    n_heads: int = 0            # for patterns and per-head vectors
+    width: int = 0              # for residual streams and attention outputs; head_dim for per-head vectors
     per_audio: bool = False     # stored as a list, one tensor per audio
 
     @property
@@ -132,31 +138,60 @@ class Adapter:
 
 
 def sequence_points(prefix: str, layers: nn.ModuleList, attn: str, n_heads: int, width: int,
-                    attn_name: str = "attn") -> dict[str, Point]:
-    """`{prefix}.embed` (what the first layer receives) and, per layer, the attention's pattern and
-    output and the residual stream after the layer."""
+                    attn_name: str = "attn", mlp: str = "mlp", out_proj: str = "o_proj") -> dict[str, Point]:
+    """`{prefix}.embed` (what the first layer receives) and, per layer, the residual stream before
+    and after it, the attention's pattern, per-head q / k / v / z and output, and the MLP's output.
+    `mlp`: the layer's MLP module (its output is the MLP's contribution to the stream); `out_proj`:
+    the attention's output projection, whose input is z."""
     points = {f"{prefix}.embed": Point(f"{prefix}.embed", layers[0], "input", SEQUENCE_AXES, width=width)}
     for i, layer in enumerate(layers):
         base = f"{prefix}.layers.{i}"
         module = getattr(layer, attn)
+        points[f"{base}.resid_pre"] = Point(f"{base}.resid_pre", layer, "input", SEQUENCE_AXES, width=width)
         points[f"{base}.{attn_name}.pattern"] = Point(f"{base}.{attn_name}.pattern", module, "attention",
                                                       PATTERN_AXES, n_heads=n_heads)
+        points.update(head_points(f"{base}.{attn_name}", module, getattr(module, out_proj), n_heads,
+                                  width // n_heads, "attention", HEAD_AXES, KEY_AXES))
         points[f"{base}.{attn_name}.out"] = Point(f"{base}.{attn_name}.out", module, "output", SEQUENCE_AXES,
                                                   width=width)
+        points[f"{base}.mlp.out"] = Point(f"{base}.mlp.out", getattr(layer, mlp), "output", SEQUENCE_AXES,
+                                          width=width)
         points[f"{base}.resid_post"] = Point(f"{base}.resid_post", layer, "output", SEQUENCE_AXES, width=width)
     return points
 
 
 def encoder_points(prefix: str, layers: nn.ModuleList, attn: str, how: str, n_heads: int,
-                   width: int) -> dict[str, Point]:
-    """Per encoder block, its self-attention pattern and its output, one tensor per audio."""
+                   width: int, mlp: str = "mlp", out_proj: str = "out_proj") -> dict[str, Point]:
+    """Per encoder block, one tensor per audio: the residual stream before and after it, its
+    self-attention pattern, per-head q / k / v / z and output, and its MLP's output."""
     points = {}
     for i, layer in enumerate(layers):
         base = f"{prefix}.{i}"
-        points[f"{base}.attn.pattern"] = Point(f"{base}.attn.pattern", getattr(layer, attn), how,
+        module = getattr(layer, attn)
+        points[f"{base}.resid_pre"] = Point(f"{base}.resid_pre", layer, "input", ENCODER_AXES, width=width,
+                                            per_audio=True)
+        points[f"{base}.attn.pattern"] = Point(f"{base}.attn.pattern", module, how,
                                                ENCODER_PATTERN_AXES, n_heads=n_heads, per_audio=True)
+        points.update(head_points(f"{base}.attn", module, getattr(module, out_proj), n_heads, width // n_heads,
+                                  how, ENCODER_HEAD_AXES, ENCODER_HEAD_AXES, per_audio=True))
+        points[f"{base}.attn.out"] = Point(f"{base}.attn.out", module, "output", ENCODER_AXES, width=width,
+                                           per_audio=True)
+        points[f"{base}.mlp.out"] = Point(f"{base}.mlp.out", getattr(layer, mlp), "output", ENCODER_AXES,
+                                          width=width, per_audio=True)
         points[f"{base}.resid_post"] = Point(f"{base}.resid_post", layer, "output", ENCODER_AXES,
                                              width=width, per_audio=True)
+    return points
+
+
+def head_points(base: str, attn: nn.Module, out_proj: nn.Module, n_heads: int, head_dim: int, how: str,
+                q_axes: tuple[str, ...], kv_axes: tuple[str, ...], per_audio: bool = False) -> dict[str, Point]:
+    """`{base}.q`, `.k`, `.v` (taken where the attention computes, so q and k carry rotary
+    embeddings where the family applies them) and `{base}.z` (the input of `out_proj`, split by head)."""
+    axes = {"q": q_axes, "k": kv_axes, "v": kv_axes}
+    points = {f"{base}.{part}": Point(f"{base}.{part}", attn, f"{how}.{part}", axes[part], n_heads=n_heads,
+                                      width=head_dim, per_audio=per_audio) for part in ("q", "k", "v")}
+    points[f"{base}.z"] = Point(f"{base}.z", out_proj, "heads_input", q_axes, n_heads=n_heads, width=head_dim,
+                                per_audio=per_audio)
     return points
 
 

@@ -263,13 +263,14 @@ class Qwen2AudioLM(AudioLM):
                 "llm": torch.nn.ModuleList([core.language_model, self.model.lm_head])}
 
     def _adapter(self) -> Adapter:
-        """Tower `encoder.layers.{i}.*` (transformers' Whisper-style layers), LLM `llm.*` (Qwen2). The
+        """Tower `encoder.layers.{i}.*` (transformers' Whisper-style layers), LLM `llm.*` (Qwen2: its
+        `attn.q` / `.k` after rotary embeddings; the tower has none). The
         audio's 40 ms tokens sit in the LLM's sequence between `<|audio_bos|>` and `<|audio_eos|>`."""
         core = self.model.model
         tower, language = core.audio_tower, core.language_model
         audio_config, text_config = self.config.audio_config, self.config.text_config
         points = encoder_points("encoder.layers", tower.layers, "self_attn", "attention",
-                                audio_config.encoder_attention_heads, audio_config.d_model)
+                                audio_config.encoder_attention_heads, audio_config.d_model, mlp="fc2")
         points.update(sequence_points("llm", language.layers, "self_attn", text_config.num_attention_heads,
                                       text_config.hidden_size))
         return Adapter(

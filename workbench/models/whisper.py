@@ -43,12 +43,15 @@ from workbench.errors import (
 from workbench.models import registry
 from workbench.models.adapter import (
     CROSS_AXES,
+    ENCODER_HEAD_AXES,
+    HEAD_AXES,
     SEQUENCE_AXES,
     Adapter,
     Interventions,
     Point,
     Stack,
     encoder_points,
+    head_points,
     natural,
     sequence_points,
 )
@@ -273,20 +276,25 @@ class WhisperLM(AudioLM):
 
     def _adapter(self) -> Adapter:
         """Encoder `encoder.layers.{i}.*`; decoder `decoder.embed`, `decoder.layers.{i}.self_attn.*`,
-        `.cross_attn.*`, `.resid_post`. The audio occupies no position of the decoder's sequence: the
-        decoder reaches it through cross-attention over the encoder's 1500 frames of 20 ms."""
+        `.cross_attn.*`, `.resid_pre`, `.mlp.out` (fc2's output), `.resid_post`. No rotary embeddings:
+        q and k are the projections themselves (positions are added to the embeddings). The audio
+        occupies no position of the decoder's sequence: the decoder reaches it through cross-attention
+        over the encoder's 1500 frames of 20 ms."""
         whisper, config = self.model, self.config
         encoder, decoder = whisper.model.encoder, whisper.model.decoder
         points = encoder_points("encoder.layers", encoder.layers, "self_attn", "attention",
-                                config.encoder_attention_heads, config.d_model)
+                                config.encoder_attention_heads, config.d_model, mlp="fc2")
         points.update(sequence_points("decoder", decoder.layers, "self_attn", config.decoder_attention_heads,
-                                      config.d_model, attn_name="self_attn"))
+                                      config.d_model, attn_name="self_attn", mlp="fc2", out_proj="out_proj"))
         for i, layer in enumerate(decoder.layers):
             base = f"decoder.layers.{i}.cross_attn"
             points[f"{base}.pattern"] = Point(f"{base}.pattern", layer.encoder_attn, "attention", CROSS_AXES,
                                               n_heads=config.decoder_attention_heads)
             points[f"{base}.out"] = Point(f"{base}.out", layer.encoder_attn, "output", SEQUENCE_AXES,
                                           width=config.d_model)
+            points.update(head_points(base, layer.encoder_attn, layer.encoder_attn.out_proj,
+                                      config.decoder_attention_heads, layer.encoder_attn.head_dim, "attention",
+                                      HEAD_AXES, ENCODER_HEAD_AXES))   # k, v over the 1500 encoder frames
         heads = getattr(whisper.generation_config, "alignment_heads", None) or ()
         return Adapter(
             family=self.family, points=dict(sorted(points.items(), key=lambda item: natural(item[0]))), root=whisper,

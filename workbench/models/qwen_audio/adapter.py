@@ -2,6 +2,8 @@
 
     encoder.blocks.{i}.attn.pattern / .resid_post    our `AudioEncoder`: patterns recomputed by a pre-hook
     llm.embed, llm.layers.{i}.attn.pattern / .attn.out / .resid_post    transformers' Qwen2
+    ….resid_pre, .mlp.out, .attn.q / .k / .v / .z on both stacks (LLM q and k after rotary
+    embeddings; the encoder has none: sinusoidal positions are added to its input)
 
 The audio becomes 40 ms tokens inside the LLM's own sequence (`<audio>` bos, tokens, `</audio>`
 eos), so the LLM's self-attention is what reaches it, and the audio can be encoded once and
@@ -24,7 +26,7 @@ def qwen_audio_adapter(model: Any) -> Adapter:
     encoder, llm, tokenizer = model.encoder, model.llm, model.tokenizer
     config = llm.config
     points = encoder_points("encoder.blocks", encoder.blocks, "attn", "encoder_attention", encoder.config.n_head,
-                            encoder.config.n_state)
+                            encoder.config.n_state, out_proj="out")
     points.update(sequence_points("llm", llm.model.layers, "self_attn", config.num_attention_heads,
                                   config.hidden_size))
     layers, blocks = tuple(llm.model.layers), tuple(encoder.blocks)
