@@ -8,7 +8,8 @@
 or `workbench eval TASK --data DIR --model SOURCE --out DIR`. What it does, and why:
 
 - items come from the task's reader (`readers.read_dataset(task.dataset, data, **task.reader_kwargs)`),
-  prompts from `task.prompt(item)` (`task.whisper_prompt(item)` for Whisper);
+  prompts from `task.prompt(item)` (`task.qwen2_prompt(item)` for Qwen2-Audio, after its audio
+  placeholder; `task.whisper_prompt(item)` for Whisper);
 - generation is greedy and batched (`model.generate_batch`). Within a window of a few batches the
   items are sorted by audio duration (read from the file header) so a batch pads little; records are
   still written in item order. The next batch's inputs (decoding, log-mel) are built in a thread
@@ -137,9 +138,16 @@ def read_items(task: Any, data: str | Path | Sequence[Item], limit: int | None =
 _LANGUAGE_TAG = re.compile(r"<\|([a-z]{2,3}(?:_[a-z]+)?)\|>")   # Whisper's <|en|>, <|zh|>, <|haw|>, <|zh_tr|>…
 
 
+QWEN2_AUDIO_PREFIX = "<|audio_bos|><|AUDIO|><|audio_eos|>"   # the clip, as Qwen2-Audio's eval scripts put it
+
+
 def item_prompt(model: Any, task: Any, item: Item) -> Any:
-    """The item's prompt: a TagPrompt from `task.prompt`, or Whisper's decoder prefix string."""
-    if getattr(model, "family", None) != "whisper":
+    """The item's prompt, by the model's family: a TagPrompt from `task.prompt` (Qwen-Audio, nano),
+    Qwen2-Audio's natural-language prompt after its audio placeholder, or Whisper's decoder prefix."""
+    family = getattr(model, "family", None)
+    if family == "qwen2-audio":
+        return _qwen2_prompt(task, item)
+    if family != "whisper":
         return task.prompt(item)
     whisper = getattr(task, "whisper_prompt", None)
     prompt = whisper(item) if whisper is not None else None
@@ -158,6 +166,18 @@ def item_prompt(model: Any, task: Any, item: Item) -> Any:
             f"task {task.name!r} asks an English-only Whisper for {', '.join(other) or 'translation'}: it only "
             "transcribes English. Load a multilingual Whisper (e.g. 'whisper-base') for this task")
     return prompt.replace("<|en|>", "").replace("<|transcribe|>", "")
+
+
+def _qwen2_prompt(task: Any, item: Item) -> str:
+    # Qwen2-Audio was not trained on Qwen-Audio's tags: given them, it reads them as plain text.
+    natural = getattr(task, "qwen2_prompt", None)
+    prompt = natural(item) if natural is not None else None
+    if prompt is None:
+        why = ("Qwen2-Audio has no time tokens, so it cannot give word timestamps" if task.kind == "srwt" else
+               "the task defines no qwen2_prompt")
+        raise UnsupportedTaskError(f"task {task.name!r} ({task.kind}) has no Qwen2-Audio prompt: {why}. "
+                                   "Evaluate it with a Qwen-Audio model")
+    return QWEN2_AUDIO_PREFIX + prompt
 
 
 def _text(prompt: Any) -> str:

@@ -1,8 +1,9 @@
 """The benchmark registry: how to read, prompt, decode and score each of Qwen-Audio's evaluations.
 
 A `Task` is data — reader name and arguments, the official tag preset, decoding limits, the paper's
-numbers — plus four methods the runner calls: `prompt(item)`, `whisper_prompt(item)`,
-`score_item(output, item)` and `score(outputs, items)`. Prompts, decoding limits and scoring follow
+numbers — plus the methods the runner calls: a prompt per model family (`prompt(item)`, Qwen-Audio's
+tags; `qwen2_prompt(item)`, Qwen2-Audio's natural language; `whisper_prompt(item)`, Whisper's decoder
+prefix), `score_item(output, item)` and `score(outputs, items)`. Prompts, decoding limits and scoring follow
 QwenLM/Qwen-Audio's `eval_audio/evaluate_*.py`; every `max_new_tokens` below is the value in that
 benchmark's script (all of them also pass `min_new_tokens=1` and decode greedily).
 
@@ -73,6 +74,17 @@ class Task:
             return f"<|startoftranscript|><|{self.language}|><|transcribe|>"  # no <|notimestamps|>: timestamps on
         return None
 
+    def qwen2_prompt(self, item: Item) -> str | None:
+        """Qwen2-Audio's natural-language prompt (the text after `<|audio_bos|><|AUDIO|><|audio_eos|>`),
+        or None where Qwen2-Audio cannot be asked for the task (`QWEN2_PROMPTS`)."""
+        form = QWEN2_PROMPTS[self.kind]
+        if form is None:
+            return None
+        if self.kind == "aqa" and not item.question:
+            raise ValueError(f"{self.name}: item {item.id!r} has no question; ClothoAQA items need one")
+        return form.format(lang=self.language, target=_LANGUAGE_NAMES.get(str(self.target_language), ""),
+                           question=item.question, dataset=_QWEN2_DATASET_NAMES.get(self.dataset, self.dataset))
+
     # --- scoring ---------------------------------------------------------------------------
     def score_item(self, output: str, item: Item) -> dict:
         """A small dict of per-item scores for the runner's JSONL record."""
@@ -110,6 +122,37 @@ class Task:
         if self.kind == "mna":
             return metrics.note_metrics(outputs, refs)
         return metrics.srwt_metrics(outputs, refs, self.language)
+
+
+# Qwen2-Audio drops the tags: each prompt is natural language after `<|audio_bos|><|AUDIO|><|audio_eos|>`.
+# Sources, because QwenLM/Qwen2-Audio's eval_audio/evaluate_*.py read the prompt from the JSONL files
+# that eval_audio/EVALUATION.md links (librispeech_eval.jsonl, aishell2_eval.jsonl, covost2_eval.jsonl,
+# meld_eval.jsonl, vocalsound_eval.jsonl) and state none in code:
+# - ASR, SER, VSC: the prompts of those JSONL files as evaluation harnesses that cite them reproduce
+#   them (Qwen2-Audio wrappers of public audio-evaluation kits); the language token `<|en|>` is not a
+#   special token of Qwen2-Audio's tokenizer, so it is tokenized as characters, as in the JSONL;
+# - S2TT: "Translate the speech into German." for covost2_eval.jsonl, as this project's issue #12
+#   states it. Not verified against the JSONL itself: a paper quoting Qwen2-Audio-Instruct's prompt
+#   writes "Translate the speech into $target_language:" (a colon);
+# - AAC: "Generate the caption in English:", the README's and transformers' Qwen2-Audio example;
+# - AQA, ASC, MNA: Qwen2-Audio's evaluation has no ClothoAQA, acoustic-scene or NSynth run. AQA asks
+#   the question as it is (Qwen2-Audio's audio-analysis mode); ASC and MNA follow VocalSound's
+#   "Classify … to DATASET in English:" — our wording, not the authors';
+# - SRWT: none. Qwen2-Audio's vocabulary has no time tokens, so it cannot give word timestamps.
+QWEN2_PROMPTS: dict[str, str | None] = {
+    "asr": "Detect the language and recognize the speech: <|{lang}|>",
+    "s2tt": "Translate the speech into {target}.",
+    "aac": "Generate the caption in English:",
+    "ser": "Recognize the emotion with keywords in English:",
+    "vsc": "Classify the human vocal sound to VocalSound in English:",
+    "aqa": "{question}",
+    "asc": "Classify the acoustic scene to {dataset} in English:",
+    "mna": "Classify the musical note to {dataset} in English:",
+    "srwt": None,
+}
+_LANGUAGE_NAMES = {"en": "English", "de": "German", "zh": "Chinese", "es": "Spanish", "fr": "French",
+                   "it": "Italian", "ja": "Japanese"}
+_QWEN2_DATASET_NAMES = {"cochlscene": "CochlScene", "tut2017": "TUT2017", "nsynth": "NSynth"}
 
 
 def _captions(reference: Any) -> list[str]:
