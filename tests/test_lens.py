@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from tiny_models import WHISPER_PREFIX, write_whisper
 
 import workbench
-from workbench.analysis.lens import LensResult, logit_lens
+from workbench.analysis.lens import AudioLensResult, LensResult, logit_lens
 from workbench.analysis.trace import trace
 from workbench.demo import demo_path
 from workbench.errors import TraceRequestError
@@ -77,6 +77,39 @@ def test_lens_over_generated_tokens_and_on_whisper(tmp_path):
     np.testing.assert_allclose(result.probs[-1], probs[[t.token_id for t in result.targets]].numpy(),
                                atol=1e-6, rtol=1e-5)
     assert result.targets[1].token_id == whisper.tokenizer.convert_tokens_to_ids("<|en|>")
+
+
+def test_lens_at_every_audio_position(tiny, clip):
+    result = logit_lens(tiny, ASR, clip, position="audio", targets=["<|en|>", " mister"], top_k=3)
+    assert isinstance(result, AudioLensResult) and result.layers == ["embed", "0", "1"]
+    # the 146 audio tokens (positions 1…146, between <audio> and </audio>), 40 ms each
+    np.testing.assert_array_equal(result.positions, np.arange(1, 147))
+    np.testing.assert_allclose(result.start_s, np.arange(146) * 0.04)
+    assert (result.audio == 0).all() and result.step_s == 0.04
+    assert result.probs.shape == (3, 146, 2) and result.top_ids.shape == (3, 146, 3)
+    # the last layer read through the final norm and lm_head is the model's own prediction there
+    logits = tiny.forward(ASR, clip).logits[0, 1:147]
+    decodable = len(tiny.tokenizer)
+    ids = [t.token_id for t in result.targets]
+    np.testing.assert_allclose(result.probs[-1], logits.softmax(-1)[:, ids].numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(result.top_ids[-1, :, 0], logits[:, :decodable].argmax(-1).numpy())
+    expected_rank = 1 + (logits[:, :decodable] > logits[:, ids[:1]]).sum(-1)
+    np.testing.assert_array_equal(result.ranks[-1, :, 0], expected_rank.numpy())
+    table = result.to_pandas()
+    assert len(table) == 3 * 146 and list(table["layer"].unique()) == ["embed", "0", "1"]
+    assert table["start_s"].iloc[146 + 5] == pytest.approx(0.2) and "p(<|en|>)" in table
+    assert table["top_1"].iloc[-1] == tiny.decode([int(result.top_ids[-1, -1, 0])])
+    fig = result.plot(target="<|en|>")
+    assert isinstance(fig, Figure) and fig.axes[0].get_xlabel() == "time (s)"
+    assert fig.axes[0].images[0].get_extent()[:2] == pytest.approx([0.0, 146 * 0.04])
+    with pytest.raises(ValueError, match="not one of the result's targets"):
+        result.plot(target=" dog")
+
+
+def test_audio_lens_is_refused_on_whisper(tmp_path):
+    whisper = workbench.load(write_whisper(tmp_path))
+    with pytest.raises(TraceRequestError, match="no audio positions"):
+        logit_lens(whisper, WHISPER_PREFIX, str(demo_path("speech_en")), position="audio")
 
 
 @pytest.mark.parametrize("options, message", [
