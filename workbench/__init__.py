@@ -17,6 +17,8 @@ from workbench.analysis.ablation import ablate
 from workbench.analysis.alignment import align, find_alignment_heads
 from workbench.analysis.attribution import attribute_audio, attribute_tags
 from workbench.analysis.capabilities import capability_table
+from workbench.analysis.dla import direct_logit_attribution
+from workbench.analysis.edges import edge_knockout, edge_knockout_many
 from workbench.analysis.knockout import knockout_sweep
 from workbench.analysis.lens import logit_lens
 from workbench.analysis.patching import patch_sweep
@@ -34,6 +36,7 @@ __all__ = [
     "load", "load_audio", "log_mel", "preset", "TagPrompt",
     # look inside
     "trace", "logit_lens", "ablate", "attribute_tags", "attribute_audio", "patch_sweep", "knockout_sweep",
+    "edge_knockout", "edge_knockout_many", "direct_logit_attribution",
     "align", "find_alignment_heads", "capability_table",
     # talk
     "Chat",

@@ -27,6 +27,8 @@ ANALYSES: dict[str, tuple[str, ...]] = {
     "find_alignment_heads": ("capture",),
     "patch_sweep": ("interventions",),
     "knockout_sweep": ("interventions",),
+    "edge_knockout": ("capture", "interventions"),
+    "direct_logit_attribution": ("capture",),
     "ablate": ("splice",),
     "attribute_tags": ("splice",),
     "attribute_audio": ("splice",),

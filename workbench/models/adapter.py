@@ -73,6 +73,11 @@ class Stack:
     layers: tuple[nn.Module, ...]
     head_inputs: tuple[nn.Module, ...]
     n_heads: int
+    # Per layer, the module whose output is the MLP's whole contribution to the residual stream
+    # (Qwen2 `mlp`, Whisper `fc2`); and the cross-attention's output projection (Whisper's
+    # decoder: heads side by side in its input). Empty: not declared (direct logit attribution).
+    mlps: tuple[nn.Module, ...] = ()
+    cross_inputs: tuple[nn.Module, ...] = ()
 
 
 @dataclass(frozen=True)

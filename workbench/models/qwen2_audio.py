@@ -276,7 +276,7 @@ class Qwen2AudioLM(AudioLM):
         return Adapter(
             family=self.family, points=points, root=core,
             sequence=Stack("llm", tuple(language.layers), tuple(layer.self_attn.o_proj for layer in language.layers),
-                           text_config.num_attention_heads),
+                           text_config.num_attention_heads, mlps=tuple(layer.mlp for layer in language.layers)),
             encoder=Stack("encoder", tuple(tower.layers), tuple(layer.self_attn.out_proj for layer in tower.layers),
                           audio_config.encoder_attention_heads),
             norm=language.norm, unembed=self.model.lm_head,

@@ -299,7 +299,8 @@ class WhisperLM(AudioLM):
         return Adapter(
             family=self.family, points=dict(sorted(points.items(), key=lambda item: natural(item[0]))), root=whisper,
             sequence=Stack("decoder", tuple(decoder.layers), tuple(layer.self_attn.out_proj for layer in decoder.layers),
-                           config.decoder_attention_heads),
+                           config.decoder_attention_heads, mlps=tuple(layer.fc2 for layer in decoder.layers),
+                           cross_inputs=tuple(layer.encoder_attn.out_proj for layer in decoder.layers)),
             encoder=Stack("encoder", tuple(encoder.layers), tuple(layer.self_attn.out_proj for layer in encoder.layers),
                           config.encoder_attention_heads),
             norm=decoder.layer_norm, unembed=whisper.proj_out,

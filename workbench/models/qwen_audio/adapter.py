@@ -56,7 +56,8 @@ def qwen_audio_adapter(model: Any) -> Adapter:
 
     return Adapter(
         family=model.family, points=points, root=model.network,
-        sequence=Stack("llm", layers, tuple(layer.self_attn.o_proj for layer in layers), config.num_attention_heads),
+        sequence=Stack("llm", layers, tuple(layer.self_attn.o_proj for layer in layers), config.num_attention_heads,
+                       mlps=tuple(layer.mlp for layer in layers)),
         encoder=Stack("encoder", blocks, tuple(block.attn.out for block in blocks), encoder.config.n_head),
         norm=llm.model.norm, unembed=llm.lm_head,
         patterns={"self": "llm.layers.{}.attn.pattern", "encoder": "encoder.blocks.{}.attn.pattern"},
