@@ -16,45 +16,90 @@
 # %% [markdown]
 # # 01 · Architecture: what is inside Qwen-Audio
 #
-# Qwen-Audio is a Whisper-large-v2 audio encoder glued onto the Qwen-7B language model:
+# Qwen-Audio is a Whisper-large-v2 audio encoder glued onto the Qwen-7B language model. **You will
+# learn** the numbers a lecture on it needs (the table in section 0), the shape of the tensor at every
+# stage, where the 8.4 B parameters are, what a clip costs in prompt positions, and how to run the
+# encoder by hand, module by module, on a trained model.
 #
-# **audio** → log-mel (80 × 3000) → **conv stem** (two 1-D convolutions, the second with stride 2)
-# → **32 transformer blocks** → **average pool** (2×) → `ln_post` → **projector** (1280 → 4096) →
-# learned bos/eos around it → **spliced** into the prompt's embeddings between `<audio>` and `</audio>`
-# → **Qwen-7B** (32 blocks) → logits over 155,947 ids.
+# **Numbers** come from the published configuration (`REAL_CONFIG`, the published `config.json`; no
+# weights are read). **Everything computed** (section 3) runs on `MODEL`, by default the embedded nano
+# Qwen-Audio: the same classes and layout, trained in miniature (notebook 04), so its tensors are real
+# activations, only smaller. Section 4 runs Whisper base, the encoder's ancestor, with real weights.
 #
-# This notebook needs no weights:
-#
-# 1. the published configuration: shapes at every stage and parameter counts per part, computed from
-#    `config.json` alone (the modules are built on PyTorch's `meta` device, which allocates nothing);
-# 2. the token budget: how many prompt positions a clip costs;
-# 3. a forward pass through a tiny model with random weights in the official checkpoint layout,
-#    written to a temporary folder and loaded like a real checkpoint, showing each stage's tensor;
-# 4. the real thing for the encoder's ancestor: Whisper base (packaged weights) transcribing a clip.
+# **Runs** in about 20 s on one CPU core. Set `WORKBENCH_MODEL=/models/Qwen-Audio
+# WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16` to compute section 3 on the published model.
 
 # %%
 # %matplotlib inline
-import tempfile
-from pathlib import Path
+import os
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from IPython.display import Audio, display
 
 import workbench as wb
+from workbench.evaluation.replicas import synthetic_item
+from workbench.figures.style import save_notebook_figure
 from workbench.models.qwen_audio.config import parameter_counts
-from workbench.models.qwen_audio.official_layout import (
-    REAL_CONFIG,
-    official_config,
-    official_part,
-    official_shapes,
-    write_random_checkpoint,
-)
+from workbench.models.qwen_audio.official_layout import REAL_CONFIG, official_part, official_shapes
 from workbench.models.whisper import STANDARD_PREFIX
 
 wb.figures.use_style()
 pd.set_option("display.max_colwidth", None)
+
+MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
+DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
+DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
+
+# %% [markdown]
+# ## 0 · The picture and the numbers
+#
+# ```
+#  waveform 16 kHz, ≤ 30 s (480,000 samples; longer audio is cut)
+#      │  STFT, hop 160 = 10 ms · 80 mel bins
+#      ▼
+#  log-mel (80 × 3000)                                   100 frames/s (10 ms)
+#      │  conv1 k3 + GELU · conv2 k3 stride 2 + GELU · + sinusoid positions
+#      ▼
+#  32 Whisper blocks, width 1280, 20 heads               50 frames/s (20 ms)
+#      │  AvgPool1d(2) · ln_post · proj 1280 → 4096
+#      ▼
+#  [bos] audio tokens … [eos]  (learned bos/eos)         25 tokens/s (40 ms)
+#      │  overwrite the positions <audio> … </audio> of the prompt's embeddings
+#      ▼
+#  <audio> ▒▒▒▒▒▒▒▒▒▒ </audio> <|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>
+#      │  Qwen-7B: 32 blocks, width 4096, 32 heads, RMSNorm, rotary positions
+#      ▼
+#  logits over 155,947 ids → the answer, token by token, until <|endoftext|>
+# ```
+#
+# The lecturer's table, every value read off the published config or computed from it:
+
+# %%
+audio_cfg = REAL_CONFIG["audio"]
+thirty_s = 30 * wb.audio.SAMPLE_RATE
+counts = parameter_counts(REAL_CONFIG)
+pd.DataFrame([
+    ("sample rate", "16 kHz mono; cut at 30 s", f"{thirty_s:,} samples"),
+    ("log-mel", f"{audio_cfg['n_mels']} bins, hop 160 = 10 ms (100 Hz)", f"{wb.audio.mel_frames(thirty_s):,} frames / 30 s"),
+    ("encoder frames", "conv2 stride 2 → 20 ms (50 Hz)", f"{wb.audio.encoder_frames(thirty_s):,} / 30 s"),
+    ("audio tokens", f"AvgPool1d(2) → {wb.audio.SECONDS_PER_TOKEN * 1000:.0f} ms "
+                     f"({1 / wb.audio.SECONDS_PER_TOKEN:.0f} Hz)", f"{wb.audio.audio_tokens(thirty_s)} / 30 s"),
+    ("audio positions", "tokens + learned bos and eos", f"{wb.audio.audio_span_tokens(thirty_s)} / 30 s"),
+    ("encoder", f"{audio_cfg['n_layer']} layers × {audio_cfg['n_state']}, {audio_cfg['n_head']} heads × "
+                f"{audio_cfg['n_state'] // audio_cfg['n_head']}, MLP {4 * audio_cfg['n_state']}",
+     f"{counts['encoder'] + counts['projector']:,} parameters with proj"),
+    ("projection", f"Linear {audio_cfg['n_state']} → {audio_cfg['output_dim']}", f"{counts['projector']:,} parameters"),
+    ("LLM (Qwen-7B)", f"{REAL_CONFIG['num_hidden_layers']} layers × {REAL_CONFIG['hidden_size']}, "
+                      f"{REAL_CONFIG['num_attention_heads']} heads × {REAL_CONFIG['kv_channels']}, "
+                      f"MLP {REAL_CONFIG['intermediate_size'] // 2:,} a branch", f"{counts['llm']:,} parameters"),
+    ("vocabulary", "151,643 BPE ranks + 3,522 special tokens (tags)", f"{REAL_CONFIG['vocab_size']:,} logits"),
+    ("exact context", "seq_length; dynamic NTK / logn beyond it", f"{REAL_CONFIG['seq_length']:,} positions"),
+    ("total", "≈ 8.39 B parameters", f"{2 * sum(counts.values()) / 1e9:.1f} GB in bf16"),
+], columns=["what", "value", "count"]).set_index("what")
 
 # %% [markdown]
 # ## 1 · The published configuration
@@ -63,7 +108,6 @@ pd.set_option("display.max_colwidth", None)
 # plus the projection to the LLM's width.
 
 # %%
-audio_cfg = REAL_CONFIG["audio"]
 pd.DataFrame([
     {"part": "audio encoder", "width": audio_cfg["n_state"], "layers": audio_cfg["n_layer"],
      "heads": audio_cfg["n_head"], "head dim": audio_cfg["n_state"] // audio_cfg["n_head"],
@@ -117,7 +161,6 @@ parts.style.format({"parameters": "{:,}", "GB in bf16": "{:.3f}", "share %": "{:
 # (`parameter_counts`): encoder + projector 640,119,808, LLM 7,754,182,656.
 
 # %%
-counts = parameter_counts(REAL_CONFIG)
 from_names = parts["parameters"].drop("encoder: positions (fixed sinusoids)")
 summary = pd.DataFrame({
     "modules on meta": {"encoder + projector": counts["encoder"] + counts["projector"], "LLM": counts["llm"],
@@ -137,6 +180,8 @@ ax.set_xlabel("parameters (log scale)")
 ax.set_title("Qwen-Audio: parameters per part (orange: audio side, blue: LLM)")
 for y, value in enumerate(shown.values):
     ax.text(value, y, f" {value:,}", va="center", fontsize=8)
+ax.set_xlim(right=shown.max() * 30)   # room for the largest part's label
+save_notebook_figure(fig, "parameters_per_part")
 plt.show()
 
 # %% [markdown]
@@ -159,52 +204,43 @@ pd.DataFrame([{"clip (s)": s, "mel frames (10 ms)": wb.audio.mel_frames(int(s * 
 # %%
 grid = torch.arange(0, 30 * wb.audio.SAMPLE_RATE + 1, wb.audio.SAMPLE_RATE // 10).tolist()
 positions = [wb.audio.audio_span_tokens(n) for n in grid]
-fig, ax = plt.subplots(figsize=(9, 3.2))
-ax.plot([n / wb.audio.SAMPLE_RATE for n in grid], positions)
-ax.axhline(REAL_CONFIG["seq_length"] / 2, color="0.6", linestyle="--", linewidth=1)
-ax.text(0.3, REAL_CONFIG["seq_length"] / 2 + 15, "half of the 2,048 positions the model computes exactly", fontsize=8)
-ax.set_xlabel("clip length (s)")
-ax.set_ylabel("prompt positions")
+limit = REAL_CONFIG["seq_length"]
+fig, ax = plt.subplots(figsize=(9, 3.4))
+ax.plot([n / wb.audio.SAMPLE_RATE for n in grid], positions, label="one clip")
+ax.plot([n / wb.audio.SAMPLE_RATE for n in grid], [2 * p for p in positions], linestyle=":", label="two clips")
+ax.axhline(limit, color="firebrick", linewidth=1.2)
+ax.text(0.3, limit - 120, f"{limit:,} positions: the exact context (dynamic NTK beyond)", color="firebrick",
+        fontsize=8)
+ax.set(xlim=(0, 30), ylim=(0, limit * 1.08), xlabel="clip length (s)", ylabel="prompt positions")
+ax.legend(loc="center right", frameon=False)
 ax.set_title(f"one position per {wb.audio.SECONDS_PER_TOKEN * 1000:.0f} ms, plus bos and eos: 752 for 30 s")
+save_notebook_figure(fig, "audio_positions_vs_clip_length")
 plt.show()
 
 # %% [markdown]
 # So two 30 s clips (1,504 positions) and a few hundred tokens of text fill the 2,048 positions within
 # which the native implementation equals the official one.
-#
-# ## 3 · A forward pass, stage by stage, on a tiny model
-# `write_random_checkpoint` writes a checkpoint in the published layout (official tensor names, fused
-# `c_attn`, `config.json` with the `"audio"` block, generation and tokenizer configs) with seeded random
-# weights. This one is tiny (widths of 64, two blocks each side) but keeps the real vocabulary. Its
-# `qwen.tiktoken` is synthetic: the real file cannot ship here, so the text ids differ from the real
-# tokenizer's while every special and tag id is the real one. The weights are random, so the outputs
-# are noise: what matters here are the shapes.
-
-# %%
-scratch = tempfile.TemporaryDirectory()
-tiny_config = official_config(hidden=64, layers=2, heads=4, intermediate=256,
-                              audio_state=64, audio_layers=2, audio_heads=4)
-checkpoint = write_random_checkpoint(Path(scratch.name) / "qwen-audio-tiny", tiny_config)
-print(sorted(p.name for p in checkpoint.iterdir()))
-model = wb.load(checkpoint)
-model
 
 # %% [markdown]
-# The demo clip with the official LibriSpeech prompt; the `<audio>…</audio>` reference becomes
-# `<audio>`, one `[[[AUDIO:modality]]]` placeholder per audio token plus two for bos/eos, `</audio>`.
+# ## 3 · A forward pass, stage by stage, on a trained model
+# `MODEL` (nano by default: encoder width 384 with 2 blocks, LLM width 192 with 4 blocks, a small BPE
+# of its own; every tag id is read off its tokenizer). The clip is an English sentence from nano's
+# held-out test split (`synthetic_item`): nano knows only its synthetic grammar (notebook 04), so a
+# clip from that world is one it can transcribe. Its log-mel looks like the demo sentence's in
+# notebook 00 (section 1); we do not draw it again. The `<audio>…</audio>` reference becomes `<audio>`,
+# one `[[[AUDIO:modality]]]` placeholder per audio token plus two for bos/eos, `</audio>`.
 
 # %%
-clip = wb.demo.demo_clip("speech_en")
-inputs = model.inputs(wb.preset("librispeech"), audio=wb.demo.demo_path("speech_en"))
+model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
+print(model.describe())
+item = next(it for it in (synthetic_item("asr", i) for i in range(40)) if it.fields["language"] == "en")
+inputs = model.inputs(wb.TagPrompt.parse(item.prompt), audio=item.audios[0])
 span = inputs.audios[0]
 tokens = model.tokenizer.convert_ids_to_tokens(inputs.input_ids[0])
-print(f"“{clip.text}”: {span.n_samples} samples = {span.n_samples / wb.audio.SAMPLE_RATE:.2f} s")
+display(Audio(item.audios[0], rate=wb.audio.SAMPLE_RATE))
+print(f"“{item.reference}”: {span.n_samples} samples = {span.n_samples / wb.audio.SAMPLE_RATE:.2f} s")
 print(f"{inputs.length} prompt positions; the audio occupies {span.start}…{span.stop - 1} ({span.n_positions})")
-print("".join(tokens[:3]), "…", "".join(tokens[span.stop - 2:]))
-
-# %%
-wb.figures.plot_mel(span.mel[:, :wb.audio.mel_frames(span.n_samples)], n_samples=span.n_samples,
-                    title="log-mel of the clip's own frames")
+print("output:", repr(model.generate(wb.TagPrompt.parse(item.prompt), item.audios[0], max_new_tokens=24).text))
 
 # %% [markdown]
 # Now the encoder by hand, module by module, and the same through the model's own `encode_audio`:
@@ -212,8 +248,9 @@ wb.figures.plot_mel(span.mel[:, :wb.audio.mel_frames(span.n_samples)], n_samples
 # %%
 encoder = model.encoder
 frames = wb.audio.encoder_frames(span.n_samples)
+weight = encoder.conv1.weight
 with torch.no_grad():
-    mel = span.mel[None, :, :2 * frames]                         # trimmed to 2·T mel frames
+    mel = span.mel[None, :, :2 * frames].to(device=weight.device, dtype=weight.dtype)   # trimmed to 2·T frames
     after_conv1 = F.gelu(encoder.conv1(mel))
     after_conv2 = F.gelu(encoder.conv2(after_conv1)).transpose(1, 2)
     hidden = after_conv2 + encoder.positional_embedding[:frames]
@@ -225,8 +262,9 @@ with torch.no_grad():
     spliced = model.embed(inputs, [audio_embeds])
     output = model.forward(inputs)
 
+tolerance = 1e-5 if weight.dtype == torch.float32 else 2e-2
 print("by hand == encode_audio (tokens between bos and eos):",
-      torch.allclose(projected[0], audio_embeds[1:-1], atol=1e-6))
+      torch.allclose(projected[0], audio_embeds[1:-1], atol=tolerance))
 print("spliced positions hold the audio:", torch.equal(spliced[span.start:span.stop], audio_embeds))
 pd.DataFrame([
     {"stage": "log-mel (padded 30 s window)", "shape": tuple(span.mel.shape)},
@@ -242,22 +280,36 @@ pd.DataFrame([
 ]).set_index("stage")
 
 # %% [markdown]
-# The spliced sequence: text embeddings around, the projected audio in the middle. (Random weights, so
-# only the layout is meaningful: the audio rows come from the encoder, all others from `wte`.)
+# The spliced sequence the LLM reads: the projected audio in the middle (one column per 40 ms), text
+# embeddings around it (orange: `<audio>` and `</audio>`, which carry the learned bos/eos, and the tags).
+# The six tags are the last six columns of the whole sequence, so the right-hand panels zoom onto
+# `</audio>` and the tags, with their names. The per-position norm underneath (log scale) shows why each
+# panel needs its own colour scale: nano's projected audio tokens are about 50 times larger than its
+# tag embeddings, so on one shared scale the tags would be white. Each scale is clipped at the 99th
+# percentile of |value| so that a few large dimensions do not wash out the rest.
 
 # %%
-fig, ax = plt.subplots(figsize=(9, 3))
-limit = float(spliced.abs().max())
-ax.imshow(spliced.T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+values = spliced.float().T.cpu().numpy()
+n_positions = values.shape[1]
+first = span.stop - 1          # `</audio>`, then the tags
+fig, axes = plt.subplots(2, 2, figsize=(11, 4.8), sharex="col", height_ratios=(3, 1), width_ratios=(3, 1.3))
+for column, (lo, hi) in enumerate([(0, n_positions), (first, n_positions)]):
+    vmax = float(np.percentile(np.abs(values[:, lo:hi]), 99))   # each panel its own scale: see the norms
+    image = axes[0, column].imshow(values[:, lo:hi], aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                                   interpolation="nearest", extent=(lo - 0.5, hi - 0.5, values.shape[0] - 0.5, -0.5))
+    fig.colorbar(image, ax=axes[0, column], pad=0.01, label="value")
+    axes[1, column].bar(range(lo, hi), np.linalg.norm(values[:, lo:hi], axis=0), width=1.0,
+                        color=["#1f77b4" if span.start < p < span.stop - 1 else "#ff7f0e" for p in range(lo, hi)])
+    axes[1, column].set(yscale="log", xlabel="prompt position")
+axes[0, 0].axvspan(span.stop - 0.5, n_positions - 0.5, fill=False, edgecolor="#ff7f0e", linewidth=2)
 for edge in (span.start - 0.5, span.stop - 0.5):
-    ax.axvline(edge, color="black", linewidth=1)
-ax.set_xlabel("prompt position")
-ax.set_ylabel("embedding dim")
-ax.set_title(f"input embeddings: audio at positions {span.start}…{span.stop - 1}, tags after it")
+    axes[0, 0].axvline(edge, color="black", linewidth=1)
+axes[0, 0].set(ylabel="embedding dim", title=f"audio at {span.start}…{span.stop - 1} (between the lines), tags boxed")
+axes[1, 0].set_ylabel("‖embedding‖ (log)")
+axes[1, 1].set_xticks(range(first, n_positions), tokens[first:], rotation=60, ha="right", fontsize=7)
+axes[0, 1].set_title("zoom: </audio> and the tags (own scale)")
+save_notebook_figure(fig, "spliced_input_embeddings")
 plt.show()
-
-# %%
-scratch.cleanup()
 
 # %% [markdown]
 # ## 4 · The encoder's ancestor, with real weights: Whisper
@@ -268,10 +320,38 @@ scratch.cleanup()
 # %%
 whisper = wb.load("whisper-base")
 print(whisper)
-transcript = whisper.generate(STANDARD_PREFIX, wb.demo.demo_path("speech_en"), max_new_tokens=40)
+clip = wb.demo.demo_clip("speech_en")
+display(Audio(str(clip.path)))
+transcript = whisper.generate(STANDARD_PREFIX, clip.path, max_new_tokens=40)
 pd.DataFrame([{"prefix": STANDARD_PREFIX, "transcript": transcript.text.strip(), "reference": clip.text}])
 
 # %% [markdown]
 # Whisper keeps the audio in its encoder and reaches it through cross-attention; Qwen-Audio instead
-# puts 40 ms audio tokens into the LLM's own sequence. Next: notebooks that trace what the LLM does
-# with those positions.
+# puts 40 ms audio tokens into the LLM's own sequence.
+#
+# ## 5 · Exercises
+# **1.** Capturing every LLM self-attention pattern of the published model costs 32 layers × 32 heads
+# × L² values. How many GB is that in float32 for one 30 s clip behind the six ASR tags (L = 752 audio
+# positions + 6 tags), and how many for nano's 4 layers × 6 heads?
+
+# %%
+# Solution
+length = wb.audio.audio_span_tokens(30 * wb.audio.SAMPLE_RATE) + 6
+real_gb = REAL_CONFIG["num_hidden_layers"] * REAL_CONFIG["num_attention_heads"] * length**2 * 4 / 1e9
+nano_cfg = wb.load("nano").config.official
+nano_gb = nano_cfg["num_hidden_layers"] * nano_cfg["num_attention_heads"] * length**2 * 4 / 1e9
+print(f"L = {length}: published {real_gb:.2f} GB, nano {nano_gb:.3f} GB")
+assert length == 758 and abs(real_gb - 2.354) < 0.01
+
+# %% [markdown]
+# **2.** Check the token formula on the clip of section 3: its number of audio tokens must be
+# `audio_tokens(samples)`, and its audio span two more.
+
+# %%
+# Solution
+assert span.n_positions == wb.audio.audio_span_tokens(span.n_samples) == wb.audio.audio_tokens(span.n_samples) + 2
+assert projected.shape[1] == wb.audio.audio_tokens(span.n_samples)
+print(f"{span.n_samples / wb.audio.SAMPLE_RATE:.2f} s → {projected.shape[1]} tokens + bos + eos")
+
+# %% [markdown]
+# Next: 02 traces what the model attends to in those positions.
