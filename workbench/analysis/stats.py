@@ -1,7 +1,9 @@
 """Means with bootstrap confidence intervals, for every sweep and probe run over many clips.
 
-scipy does the resampling (`scipy.stats.bootstrap`, BCa by default); this module only fixes the
-seed, refuses what cannot be bootstrapped, and returns one small record a DataFrame row holds.
+scipy does the resampling (`scipy.stats.bootstrap`, the percentile interval: BCa's jackknife is
+undefined for the 0/1 correctness a probe or a benchmark item gives when nearly all agree); this
+module only fixes the seed, refuses what cannot be bootstrapped, and returns one small record a
+DataFrame row holds.
 
     ci = mean_ci([0.1, 0.4, 0.35, 0.2])     # MeanCI(mean=0.2625, low=…, high=…, n=4)
     ci.as_dict()                            # {"mean": …, "ci_low": …, "ci_high": …, "n": 4}
@@ -40,6 +42,10 @@ def mean_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDE
 
     One value has no spread to resample: its interval is the value itself (n=1 says so).
     """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r}: give a level between 0 and 1, e.g. 0.95")
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+        raise ValueError(f"resamples={resamples!r}: give a positive number of bootstrap resamples, e.g. 2000")
     data = np.asarray(values, dtype=np.float64).ravel()
     if data.size == 0:
         raise ValueError("mean_ci needs at least one value: the sweep produced none (were any clips given?)")
