@@ -25,6 +25,13 @@ def test_one_panel_per_stage_with_its_running_mean_and_held_out_points():
     assert len(stage1.get_lines()) == 2        # no held-out points in that stage
 
 
+def test_a_resumed_stage_keeps_the_later_record_of_a_repeated_step():
+    log = _log()
+    log.insert(60, {"stage": "lm", "step": 40, "loss": 9.0, "seconds": 240.0})   # resumed from step 39
+    raw = plot_training_curves(log, smooth=10).axes[0].get_lines()[0]
+    assert len(raw.get_ydata()) == 100 and raw.get_ydata()[39] == 9.0 and list(raw.get_xdata()) == list(range(1, 101))
+
+
 def test_an_empty_log_is_one_clear_error():
     with pytest.raises(ValueError, match="no records"):
         plot_training_curves([])

@@ -19,13 +19,15 @@ __all__ = ["plot_training_curves"]
 @publication_style()
 def plot_training_curves(records: Sequence[dict[str, Any]], *, smooth: int = 25) -> Figure:
     """Loss per step (running mean over `smooth` steps) and validation loss, a panel per stage."""
+    # A resumed stage repeats the steps after its last saved state: the later record of a step wins.
+    records = list({(r["stage"], r["step"]): r for r in records}.values())
     stages = list(dict.fromkeys(r["stage"] for r in records))
     if not stages:
         raise ValueError("the training log has no records: was the recipe run (train_log.jsonl empty)?")
     fig = Figure(figsize=(WIDE[0], 2.6))
     axes = fig.subplots(1, len(stages), squeeze=False)[0]
     for ax, stage in zip(axes, stages):
-        rows = [r for r in records if r["stage"] == stage]
+        rows = sorted((r for r in records if r["stage"] == stage), key=lambda r: r["step"])
         steps = np.array([r["step"] for r in rows])
         loss = np.array([r["loss"] for r in rows], dtype=float)
         width = max(1, min(smooth, len(loss)))
