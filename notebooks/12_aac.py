@@ -16,31 +16,33 @@
 # %% [markdown]
 # # 12 · AAC: audio captioning on Clotho
 #
-# **You will learn** the analysis-side prompt (`<|startofanalysis|>`, an *unknown* audio language, a
-# Clotho style instruction), the coco-caption metrics the paper reports (CIDEr, SPICE, SPIDEr) and what
-# they need to run, why a caption metric rewards sounding like the references, and how the output
-# instruction tag changes (or does not change) a caption.
+# **Learning objectives.** After this notebook you can
+# 1. read the analysis-side prompt (`<|startofanalysis|>`, an *unknown* audio language, a Clotho style
+#    instruction);
+# 2. say what the coco-caption metrics the paper reports (CIDEr, SPICE, SPIDEr) measure and what they
+#    need to run;
+# 3. explain why a caption metric rewards sounding like the references, and show it with a caption
+#    that ignores the audio;
+# 4. probe whether the style instruction changes a caption.
 #
-# **Runs** in about 30 s on one CPU core with nano (several seconds of it are the Java scorers starting).
-# Configuration from the environment: `WORKBENCH_MODEL`, `WORKBENCH_DEVICE`, `WORKBENCH_DTYPE`,
-# `WORKBENCH_DATA` (a folder holding `clotho/` as distributed: `clotho_captions_evaluation.csv`
-# beside `evaluation/`); without it, a native-layout replica is written to a temporary folder.
+# **Run time**: about 1 minute on 2 CPU cores with nano (several seconds of it are the Java scorers
+# starting). Configuration from the environment: `WORKBENCH_MODEL`, `WORKBENCH_DEVICE`,
+# `WORKBENCH_DTYPE`, `WORKBENCH_DATA` (a folder holding `clotho/` as distributed:
+# `clotho_captions_evaluation.csv` beside `evaluation/`); without it, a native-layout replica is
+# written to a temporary folder. Cells marked **real model only** skip on nano.
 
 # %%
 # %matplotlib inline
 import os
 import re
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import Audio, display
 
 import workbench as wb
 from workbench.evaluation import metrics
-from workbench.evaluation.replicas import build_replicas
-from workbench.evaluation.runner import evaluate
-from workbench.evaluation.tasks import get_task
+from workbench.evaluation.walkthrough import official_prompt, paper_table, prompt_table, walkthrough
+from workbench.figures.style import save_notebook_figure
 from workbench.figures.tasks import plot_captions
 from workbench.tags import swap_variants
 
@@ -50,9 +52,9 @@ pd.set_option("display.max_colwidth", 110)
 MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
 DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
 DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
-DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with the datasets as distributed; None: replicas
+DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with clotho/ as distributed; None: replicas
 LIMIT = int(os.environ.get("WORKBENCH_LIMIT", "6"))     # clips
-FOLDER = "clotho"                                       # the dataset's folder in DATA
+REAL_CLIP = "../../shared/audio/glass-breaking-151256.mp3"
 
 # %% [markdown]
 # ## 1 · The task
@@ -64,20 +66,19 @@ FOLDER = "clotho"                                       # the dataset's folder i
 # ## 2 · The official prompt, tag by tag
 
 # %%
-task = get_task("clotho")
-prompt = wb.preset(task.preset, **task.preset_fields)
+task = wb.get_task("clotho")
+prompt = official_prompt(task)
 print("<audio>FILE</audio>" + prompt.render())
-meaning = {"start": "an analysis task (a description of the audio, not its words)",
-           "audio_lang": "unknown: there may be no speech at all",
-           "task": "caption",
-           "text_lang": "write the caption in English",
-           "timestamps": "no time tags",
-           "instructions": "in the style of Clotho's captions (AudioCaps has its own tag)"}
-pd.DataFrame([{"slot": slot, "tag": text, "what it says": meaning[slot]} for slot, text in prompt.slots()])
+prompt_table(prompt, {
+    "start": "an analysis task (a description of the audio, not its words)",
+    "audio_lang": "unknown: there may be no speech at all",
+    "task": "caption",
+    "text_lang": "write the caption in English",
+    "timestamps": "no time tags",
+    "instructions": "in the style of Clotho's captions (AudioCaps has its own tag)"})
 
 # %% [markdown]
-# Decoding: greedy, at most `max_new_tokens` new tokens (a caption is short: the official script
-# allows 30), tags kept.
+# Decoding: greedy, at most `max_new_tokens` new tokens (a caption is short), tags kept.
 
 # %%
 print("max_new_tokens:", task.max_new_tokens)
@@ -100,41 +101,33 @@ print("SPICE:", metrics.spice_unavailable() or "available")
 
 # %% [markdown]
 # Without the CoreNLP jars SPICE (and so SPIDEr) is reported as unavailable, never as 0.
-# The paper's numbers beside the previous best (Pengi):
+# The paper's numbers beside the previous best:
 
 # %%
-pd.DataFrame({"Qwen-Audio (paper)": task.paper,
-              "previous best": {name: value for name, (value, _) in task.previous_best.items()},
-              "by": {name: by for name, (_, by) in task.previous_best.items()}})
+paper_table(task.name)
 
 # %% [markdown]
-# ## 4 · A run: `evaluate` on the data
+# ## 4 · A run through the evaluation runner
 # The replica holds clips of nano's held-out split in Clotho's layout (file names with spaces, one CSV
 # with five captions a clip). The first caption is the corpus caption; the other four are written
 # from the same events by templates, because the synthetic corpus has one caption a clip.
 
 # %%
-if DATA:
-    data = Path(DATA)
-else:
-    data = Path(tempfile.mkdtemp(prefix="wb_replicas_"))
-    build_replicas(data, items_per_dataset=6)
-runs = Path(tempfile.mkdtemp(prefix="wb_runs_"))
-model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
-result = evaluate(model, task, data / FOLDER, runs / task.name, limit=LIMIT, progress=False,
-                  check_batch=MODEL != "nano")
-result.to_pandas().drop(columns="note").round(3)
+wt = walkthrough(task.name, model=MODEL, device=DEVICE, dtype=DTYPE, data=DATA, limit=LIMIT)
+result = wt.result
+print(wt)
+wt.metrics.round(3)
 
 # %% [markdown]
 # Every clip: the generated caption, its references (drawn: the first two), and its sentence BLEU
 # (sacrebleu against all five references, no Java needed: the per-clip number the records keep).
+# Listen to the first two clips beside the figure.
 
 # %%
-records = result.records_to_pandas()
-plot_captions(list(records["output"]), list(records["reference"]), list(records["score.sentence_bleu"]),
-              names=list(records["id"]), title=f"{Path(MODEL).name}: captions and references")
-
-# %%
+records = wt.records
+display(save_notebook_figure(plot_captions(list(records["output"]), list(records["reference"]),
+                                           list(records["score.sentence_bleu"]), names=list(records["id"]),
+                                           title=f"{wt.name}: captions and references"), "captions_vs_references"))
 for record in result.records[:2]:
     print(f"{record['id']}: {record['output']}")
     display(Audio(wb.load_audio(record["audio"]), rate=16000))
@@ -145,55 +138,49 @@ for record in result.records[:2]:
 # captions are shorter); `<|caption_plain|>` asks for neither. Does nano care?
 
 # %%
-audio = result.records[0]["audio"]
-variants = (swap_variants(prompt, slot="instructions", values=["caption_audiocaps", "caption_plain"])
-            + swap_variants(prompt, slot="task", values=["keyword", "transcribe"]))
-base = model.generate(prompt, audio, max_new_tokens=task.max_new_tokens).text
-pd.DataFrame([{"variant": "official prompt", "tags": prompt.render(), "output": base}]
-             + [{"variant": v.label, "tags": v.prompt_text,
-                 "output": model.generate(v.prompt, audio, max_new_tokens=task.max_new_tokens).text}
-                for v in variants]).assign(moved=lambda frame: frame["output"] != base)
+wt.probe(prompt, wt.example()["audio"], swap_variants(prompt, slot="instructions",
+                                                      values=["caption_audiocaps", "caption_plain"])
+         + swap_variants(prompt, slot="task", values=["keyword", "transcribe"]))
 
 # %% [markdown]
 # ## 6 · What nano can and cannot do
-# nano (7.6 M parameters) has heard a dozen procedural sound events (bells, barks, beeps, sirens,
-# water, engines…) in mixtures, each captioned by one template. It names events of that world (not
-# always the ones in the clip) and often gets the counts ("twice", "three times") or the order wrong. Its CIDEr on the replica must
-# **not** be set beside the paper's: CIDEr rewards sharing n-grams with the references, and these
-# references come from the very templates nano was trained on, so a mediocre caption scores high.
-# Real Clotho clips (rain on a tin roof, a crowd in a station) are outside its world altogether.
-# The numbers of this run:
+# nano has heard a dozen procedural sound events (bells, barks, beeps, sirens, water, engines…) in
+# mixtures, each captioned by one template. It names events of that world (not always the ones in the
+# clip) and often gets the counts ("twice", "three times") or the order wrong: those are failures, and
+# the count below says how many. Its CIDEr on the replica must **not** be set beside the paper's: CIDEr
+# rewards sharing n-grams with the references, and these references come from the very templates nano
+# was trained on, so a mediocre caption scores high. Real Clotho clips (rain on a tin roof, a crowd in
+# a station) are outside its world altogether. The numbers of this run:
 
 # %%
 counts = re.compile(r"\b(once|twice|three times|four times)\b")
 right = sum(counts.findall(o) == counts.findall(r["reference"][0]) for o, r in zip(result.outputs, result.records))
 cider = result.metric("CIDEr").value
-print(f"CIDEr {cider if cider is None else round(cider, 3)} on the replica (paper {task.paper['CIDEr']} on Clotho: "
-      f"not comparable); counts as in the corpus caption in {right} of {len(result.outputs)} captions")
+print(f"CIDEr {cider if cider is None else round(cider, 3)} on {'the replica' if wt.on_replicas else 'the data'} "
+      f"(paper {task.paper['CIDEr']} on Clotho); counts as in the corpus caption in {right} of "
+      f"{len(result.outputs)} captions")
 
 # %% [markdown]
 # ## 7 · Real model only
-# With a real checkpoint, caption a real recording (the glass-breaking clip of `../shared/audio`)
-# in both dataset styles. Skipped on nano.
+# With a real checkpoint, caption a real recording (the glass-breaking clip of `../shared/audio`) in
+# both dataset styles. Skipped on nano.
 
 # %%
-clip = Path("../../shared/audio/glass-breaking-151256.mp3")
-if MODEL != "nano" and clip.is_file():
+if wt.real and os.path.isfile(REAL_CLIP):
     for style in ("caption_clotho", "caption_audiocaps"):
-        print(style, "→", model.generate(wb.preset("clotho", instructions=(style,)), clip,
-                                         max_new_tokens=task.max_new_tokens).text)
+        print(style, "→", wt.generate(wb.preset("clotho", instructions=(style,)), REAL_CLIP))
 else:
     print("skipped: needs a real Qwen-Audio checkpoint (WORKBENCH_MODEL) and ../shared/audio")
 
 # %% [markdown]
 # ## Exercise
 # A caption that ignores the audio can still score. Give every clip the same caption, "A dog barks.",
-# and compare its sentence BLEU per clip with nano's (`metrics.caption_item`; no Java needed).
+# and compare its sentence BLEU per clip with the model's (`metrics.caption_item`; no Java needed).
 # How close does it come, and what does a score above zero for a caption that ignores the audio say
 # about sentence BLEU (its smoothing, and the words every caption shares)?
 
 # %%
 # Solution
-pd.DataFrame([{"clip": r["id"], "nano": r["score"]["sentence_bleu"],
+pd.DataFrame([{"clip": r["id"], wt.name: r["score"]["sentence_bleu"],
                "'A dog barks.'": metrics.caption_item("A dog barks.", r["reference"])["sentence_bleu"]}
               for r in result.records]).round(1)

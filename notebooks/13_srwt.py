@@ -16,23 +16,23 @@
 # %% [markdown]
 # # 13 · SRWT: speech recognition with word timestamps
 #
-# **You will learn** how Qwen-Audio writes time into its output (one time token every 10 ms from
-# `<|0.00|>` to `<|30.00|>`, around every word), how the prompt forces the first one, how the paper's
-# *average alignment shift* (AAS) is computed — and that it sums the start and the end shift of each
-# word — and how to read a model's word times against the spectrogram.
+# **Learning objectives.** After this notebook you can
+# 1. say how Qwen-Audio writes time into its output (one time token every 10 ms from `<|0.00|>` to
+#    `<|30.00|>`, around every word) and how the prompt forces the first one;
+# 2. compute the paper's *average alignment shift* (AAS) by hand, knowing that it **sums** the start and
+#    the end shift of each word;
+# 3. read a model's word times against the spectrogram, and test whether its times ever run backwards.
 #
-# **Runs** in about 20 s on one CPU core with nano. Configuration from the environment:
+# **Run time**: about 1 minute on 2 CPU cores with nano. Configuration from the environment:
 # `WORKBENCH_MODEL`, `WORKBENCH_DEVICE`, `WORKBENCH_DTYPE`, `WORKBENCH_DATA` (a folder holding `srwt/`:
 # wavs with word alignments as MFA TextGrids; the paper's industrial set is not public, so any data
 # with word times stands in); without it, a replica of nano's held-out Mandarin items is written to a
-# temporary folder.
+# temporary folder. Cells marked **real model only** skip on nano.
 
 # %%
 # %matplotlib inline
 import os
 import re
-import tempfile
-from pathlib import Path
 
 import edit_distance
 import numpy as np
@@ -41,9 +41,8 @@ from IPython.display import Audio, display
 
 import workbench as wb
 from workbench.evaluation import metrics
-from workbench.evaluation.replicas import build_replicas
-from workbench.evaluation.runner import evaluate
-from workbench.evaluation.tasks import get_task
+from workbench.evaluation.walkthrough import official_prompt, paper_table, prompt_table, walkthrough
+from workbench.figures.style import save_notebook_figure
 from workbench.figures.tasks import plot_histogram, plot_spans_on_mel, spans_table
 from workbench.tags import swap_variants
 
@@ -53,9 +52,10 @@ pd.set_option("display.max_colwidth", 120)
 MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
 DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
 DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
-DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with the datasets as distributed; None: replicas
+DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with srwt/ (wav + TextGrid); None: replica
 LIMIT = int(os.environ.get("WORKBENCH_LIMIT", "6"))     # utterances
-FOLDER = "srwt"                                         # the dataset's folder in DATA
+REAL_CLIP = "../../shared/audio/1272-128104-0000.flac"
+TIME = re.compile(r"<\|(\d+\.\d+)\|>")                  # a time token in an output
 
 # %% [markdown]
 # ## 1 · The task
@@ -68,13 +68,13 @@ FOLDER = "srwt"                                         # the dataset's folder i
 # ## 2 · The official prompt, tag by tag
 
 # %%
-task = get_task("srwt")
-prompt = wb.preset(task.preset, **task.preset_fields)
+task = wb.get_task("srwt")
+prompt = official_prompt(task)
 print("<audio>FILE</audio>" + prompt.render())
-meaning = {"start": "a transcription task", "audio_lang": "Mandarin speech", "task": "transcribe",
-           "text_lang": "Mandarin text", "timestamps": "time tags around every word",
-           "first_time": "the first time tag, written into the prompt: the answer continues after 0.00 s"}
-pd.DataFrame([{"slot": slot, "tag": text, "what it says": meaning[slot]} for slot, text in prompt.slots()])
+prompt_table(prompt, {
+    "start": "a transcription task", "audio_lang": "Mandarin speech", "task": "transcribe",
+    "text_lang": "Mandarin text", "timestamps": "time tags around every word",
+    "first_time": "the first time tag, written into the prompt: the answer continues after 0.00 s"})
 
 # %% [markdown]
 # The answer then reads `<|sil|><|0.35|>熊<|0.83|>在<|1.20|>…`: each word sits between the time tags
@@ -92,29 +92,21 @@ print("max_new_tokens:", task.max_new_tokens)
 # scored as for ASR (per character for Mandarin). The paper against the best earlier system:
 
 # %%
-pd.DataFrame({"Qwen-Audio (paper)": task.paper,
-              "previous best": {k: v for k, (v, _) in task.previous_best.items()},
-              "by": {k: by for k, (_, by) in task.previous_best.items()}})
+paper_table(task.name)
 
 # %% [markdown]
-# ## 4 · A run: `evaluate` on the data
+# ## 4 · A run through the evaluation runner
 # The replica holds Mandarin utterances of nano's held-out split, synthesised one character at a time,
 # so their times are exact; the layout is a wav beside an MFA-style TextGrid.
 
 # %%
-if DATA:
-    data = Path(DATA)
-else:
-    data = Path(tempfile.mkdtemp(prefix="wb_replicas_"))
-    build_replicas(data, items_per_dataset=6)
-runs = Path(tempfile.mkdtemp(prefix="wb_runs_"))
-model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
-result = evaluate(model, task, data / FOLDER, runs / task.name, limit=LIMIT, progress=False,
-                  check_batch=MODEL != "nano")
-result.to_pandas().drop(columns="note").round(1)
+wt = walkthrough(task.name, model=MODEL, device=DEVICE, dtype=DTYPE, data=DATA, limit=LIMIT)
+result = wt.result
+print(wt)
+wt.metrics.round(1)
 
 # %%
-records = result.records_to_pandas()
+records = wt.records
 records["reference text"] = ["".join(w[0] for w in r) for r in records["reference"]]
 records[["id", "reference text", "output", "score.wer", "score.matched_words", "score.aas_ms"]].round(1)
 
@@ -124,9 +116,9 @@ records[["id", "reference text", "output", "score.wer", "score.matched_words", "
 # edit-distance alignment pairs them with the reference's:
 
 # %%
-first = result.records[0]
+first = wt.example()
 reference_words = metrics.timed_words(first["reference"])
-output_words = metrics.parse_timed_words(first["output"])
+output_words = metrics.parse_timed_words(first["output"]) or []
 print(first["output"])
 opcodes = edit_distance.SequenceMatcher([w.word for w in reference_words], [w.word for w in output_words]).get_opcodes()
 pd.DataFrame([{"alignment": op,   # an insert has no reference word, a delete no output word
@@ -150,56 +142,57 @@ shifts = [1000 * (abs(ref[i].start - out[j].start) + abs(ref[i].end - out[j].end
 aas = result.metric("AAS_ms").value          # None when no word matched at all
 print(f"{len(shifts)} matched words, mean shift {np.mean(shifts) if shifts else float('nan'):.1f} ms; "
       f"the scorer's AAS: {aas if aas is None else round(aas, 1)} ms")
-plot_histogram(shifts, bins=20, xlabel="|Δstart| + |Δend| of a matched word (ms)",
-               marks={**({f"{Path(MODEL).name}: AAS {aas:.0f} ms": aas} if aas is not None else {}),
-                      f"Qwen-Audio (paper) {task.paper['AAS_ms']} ms": task.paper["AAS_ms"],
-                      f"{task.previous_best['AAS_ms'][1]} {task.previous_best['AAS_ms'][0]} ms":
-                          task.previous_best["AAS_ms"][0]},
-               title="timestamp shift per matched word")
+save_notebook_figure(plot_histogram(
+    shifts, bins=20, xlabel="|Δstart| + |Δend| of a matched word (ms)",
+    marks={**({f"{wt.name}: AAS {aas:.0f} ms": aas} if aas is not None else {}),
+           f"Qwen-Audio (paper) {task.paper['AAS_ms']} ms": task.paper["AAS_ms"],
+           f"{task.previous_best['AAS_ms'][1]} {task.previous_best['AAS_ms'][0]} ms": task.previous_best["AAS_ms"][0]},
+    title="timestamp shift per matched word"), "timestamp_shift_histogram")
 
 # %% [markdown]
 # **Words on the mel.** The first utterance: the reference characters and the model's, each as a box
-# from its start to its end time. The figure font has no Chinese glyphs, so boxes are numbered; the
-# table after it says which character each number is. A red hatched box ends before it starts.
+# from its start to its end time; listen to it beside the figure. The figure font has no Chinese
+# glyphs, so boxes are numbered; the table after it says which character each number is. A red hatched
+# box ends before it starts.
 
 # %%
 audio = wb.load_audio(first["audio"])
 rows = {"reference": [(w.word, w.start, w.end) for w in reference_words],
-        Path(MODEL).name: [(w.word, w.start, w.end) for w in output_words if w.word != "<|sil|>"]}
-display(plot_spans_on_mel(wb.log_mel(audio), rows, seconds=len(audio) / 16000,
-                          title=f"{first['id']}: reference and {Path(MODEL).name} word times"))
+        wt.name: [(w.word, w.start, w.end) for w in output_words if w.word != "<|sil|>"]}
+display(save_notebook_figure(plot_spans_on_mel(wb.log_mel(audio), rows, seconds=len(audio) / 16000,
+                                               title=f"{first['id']}: reference and {wt.name} word times"),
+                             "word_times_on_mel"))
 display(Audio(audio, rate=16000))
 spans_table(rows)
 
 # %% [markdown]
 # ## 5 · A tag probe: timestamps off, language swapped
-# Same clip; the timestamp tag swapped (the prompt still ends in `<|0.00|>`), then both language tags
-# set to English. Count the time tags of each answer and check whether its times ever go backwards.
+# Same clip; the timestamp tag swapped (the prompt still ends in `<|0.00|>`), then the audio language,
+# then both language tags set to English. Count the time tags of each answer and check whether its
+# times ever go backwards.
 
 # %%
-variants = swap_variants(prompt, slot="timestamps", values=["notimestamps"]) + swap_variants(
-    prompt, slot="audio_lang", values=["en"])
-probe = [("official prompt", prompt)] + [(v.label, v.prompt) for v in variants] + [
-    ("both languages: zh → en", wb.preset("srwt", lang="en"))]
-rows_probe = []
-for label, p in probe:
-    text = model.generate(p, first["audio"], max_new_tokens=task.max_new_tokens).text
-    times = [float(t) for t in re.findall(r"<\|(\d+\.\d+)\|>", text)]
-    rows_probe.append({"variant": label, "output": text[:90], "time tags": len(times),
-                       "times never decrease": all(b >= a for a, b in zip(times, times[1:]))})
-pd.DataFrame(rows_probe)
+probe = wt.probe(prompt, first["audio"], swap_variants(prompt, slot="timestamps", values=["notimestamps"])
+                 + swap_variants(prompt, slot="audio_lang", values=["en"]))
+both = wb.preset("srwt", lang="en")
+probe.loc[len(probe)] = {"variant": "both languages: zh → en", "tags": both.render(),
+                         "output": wt.generate(both, first["audio"]), "moved": None}
+times = [[float(t) for t in TIME.findall(text)] for text in probe["output"]]
+probe.assign(moved=probe["output"] != probe["output"].iloc[0], output=probe["output"].str[:90],
+             **{"time tags": [len(ts) for ts in times],
+                "times never decrease": [all(b >= a for a, b in zip(ts, ts[1:])) for ts in times]})
 
 # %% [markdown]
 # ## 6 · What nano can and cannot do
-# nano (7.6 M parameters) learned word times from a few hundred synthetic utterances whose times are
-# exact. It keeps the *form* — time tags around characters, `<|sil|>` over silences — and places the
-# first words near the right time, but it recognises the characters poorly (each unmatched character
-# is left out of the AAS, so a low AAS on few matched words means little), and later times drift or
-# even run backwards. The numbers of this run:
+# nano learned word times from a few hundred synthetic utterances whose times are exact. Look above for
+# what it keeps: the *form* — time tags around characters, `<|sil|>` over silences — and the first
+# words near the right time. It recognises the characters poorly (each unmatched character is left out
+# of the AAS, so a low AAS over few matched words means little), and later times drift or even run
+# backwards: a time that runs backwards is a failure of the output, whatever the AAS. The numbers of
+# this run:
 
 # %%
-monotone = [all(b >= a for a, b in zip(ts, ts[1:]))
-            for ts in ([float(t) for t in re.findall(r"<\|(\d+\.\d+)\|>", o)] for o in result.outputs)]
+monotone = [all(b >= a for a, b in zip(ts, ts[1:])) for ts in ([float(t) for t in TIME.findall(o)] for o in result.outputs)]
 print(f"WER {result.metric('WER').value:.1f} %, AAS {aas if aas is None else round(aas)} ms over {len(shifts)} "
       f"matched characters (paper: {task.paper['AAS_ms']} ms); times never decrease in {sum(monotone)} of "
       f"{len(monotone)} outputs")
@@ -210,9 +203,8 @@ print(f"WER {result.metric('WER').value:.1f} %, AAS {aas if aas is None else rou
 # come out with times close to a forced alignment. Skipped on nano.
 
 # %%
-clip = Path("../../shared/audio/1272-128104-0000.flac")
-if MODEL != "nano" and clip.is_file():
-    print(model.generate(wb.preset("srwt", lang="en"), clip, max_new_tokens=task.max_new_tokens).text)
+if wt.real and os.path.isfile(REAL_CLIP):
+    print(wt.generate(wb.preset("srwt", lang="en"), REAL_CLIP))
 else:
     print("skipped: needs a real Qwen-Audio checkpoint (WORKBENCH_MODEL) and ../shared/audio")
 

@@ -16,21 +16,22 @@
 # %% [markdown]
 # # 15 · SER: speech emotion recognition on MELD
 #
-# **You will learn** the emotion prompt (which names the speech's language, unlike the scene prompt),
-# why four new tokens are enough, how a majority-class baseline puts an accuracy in perspective, why
-# batched evaluation once destroyed this benchmark's score, and how the instruction tag switches
-# between label sets on the same speech.
+# **Learning objectives.** After this notebook you can
+# 1. read the emotion prompt (which names the speech's language, unlike the scene prompt) and say why
+#    four new tokens are enough;
+# 2. put an accuracy in perspective with a majority-class baseline and weighted F1;
+# 3. explain how batched evaluation once destroyed this benchmark's score, and how the runner guards
+#    against it;
+# 4. probe how the instruction tag switches between label sets on the same speech.
 #
-# **Runs** in about 20 s on one CPU core with nano. Configuration from the environment:
+# **Run time**: about 1 minute on 2 CPU cores with nano. Configuration from the environment:
 # `WORKBENCH_MODEL`, `WORKBENCH_DEVICE`, `WORKBENCH_DTYPE`, `WORKBENCH_DATA` (a folder holding
 # `MELD.Raw/` as distributed: `test_sent_emo.csv` and the mp4 clips); without it, a native-layout
-# replica is written to a temporary folder.
+# replica is written to a temporary folder. Cells marked **real model only** skip on nano.
 
 # %%
 # %matplotlib inline
 import os
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import Audio, display
@@ -38,9 +39,8 @@ from sklearn.metrics import f1_score
 
 import workbench as wb
 from workbench.evaluation import metrics
-from workbench.evaluation.replicas import build_replicas
-from workbench.evaluation.runner import evaluate
-from workbench.evaluation.tasks import get_task
+from workbench.evaluation.walkthrough import official_prompt, paper_table, prompt_table, walkthrough
+from workbench.figures.style import save_notebook_figure
 from workbench.figures.tasks import plot_confusion
 from workbench.tags import swap_variants
 
@@ -50,9 +50,8 @@ pd.set_option("display.max_colwidth", 100)
 MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
 DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
 DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
-DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with the datasets as distributed; None: replicas
+DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with MELD.Raw/ as distributed; None: replica
 LIMIT = int(os.environ.get("WORKBENCH_LIMIT", "6"))     # utterances
-FOLDER = "MELD.Raw"                                     # the dataset's folder in DATA
 MELD_EMOTIONS = ["neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust"]   # MELD's seven labels
 
 # %% [markdown]
@@ -65,18 +64,18 @@ MELD_EMOTIONS = ["neutral", "joy", "sadness", "anger", "surprise", "fear", "disg
 # ## 2 · The official prompt, tag by tag
 
 # %%
-task = get_task("meld")
-prompt = wb.preset(task.preset, **task.preset_fields)
+task = wb.get_task("meld")
+prompt = official_prompt(task)
 print("<audio>FILE</audio>" + prompt.render())
-meaning = {"start": "an analysis task", "audio_lang": "English speech (the scene prompt says <|unknown|>)",
-           "task": "keyword: answer with a label", "text_lang": "the label in English",
-           "timestamps": "no time tags", "instructions": "which label set: emotions"}
-pd.DataFrame([{"slot": slot, "tag": text, "what it says": meaning[slot]} for slot, text in prompt.slots()])
+prompt_table(prompt, {
+    "start": "an analysis task", "audio_lang": "English speech (the scene prompt says <|unknown|>)",
+    "task": "keyword: answer with a label", "text_lang": "the label in English",
+    "timestamps": "no time tags", "instructions": "which label set: emotions"})
 
 # %% [markdown]
-# Decoding: greedy, and at most **4** new tokens (`evaluate_emotion.py`): an emotion label is one or two
-# tokens, and a model that starts a sentence is cut off rather than given room to ramble (the run below
-# prints how many tokens each of MELD's labels takes in this model's tokenizer).
+# Decoding: greedy, and at most `max_new_tokens` new tokens (`evaluate_emotion.py`): an emotion label is
+# one or two tokens, and a model that starts a sentence is cut off rather than given room to ramble
+# (section 4 prints how many tokens each of MELD's labels takes in the model's tokenizer).
 
 # %%
 print("max_new_tokens:", task.max_new_tokens)
@@ -86,48 +85,41 @@ print("max_new_tokens:", task.max_new_tokens)
 # Exact string match, `accuracy_score(references, outputs)`, as for scenes. The paper's numbers:
 
 # %%
-pd.DataFrame([{"Qwen-Audio ACC": task.paper["ACC"], "previous best": task.previous_best["ACC"][0],
-               "by": task.previous_best["ACC"][1]}], index=[task.name])
+paper_table(task.name)
 
 # %% [markdown]
 # **The batching trap.** The official batched scripts padded prompts on the left and lost almost all of
 # MELD's accuracy that way (0.551 → 0.067 in QwenLM/Qwen-Audio#43): a label of a few tokens is exactly
 # what a shifted position breaks first. `evaluate` therefore compares its first batch with one-at-a-time
-# generation and stops on any difference (on for real checkpoints below; nano's batches are checked in
-# the test suite).
+# generation and stops on any difference (on for real checkpoints; nano's batches are checked in the
+# test suite, and section 7 repeats the check by hand).
 #
-# ## 4 · A run: `evaluate` on the data
+# ## 4 · A run through the evaluation runner
 # The replica's items are nano's held-out emotion proxies (the wav muxed into an mp4, as MELD ships
 # video), in MELD's CSV layout.
 
 # %%
-if DATA:
-    data = Path(DATA)
-else:
-    data = Path(tempfile.mkdtemp(prefix="wb_replicas_"))
-    build_replicas(data, items_per_dataset=6)
-runs = Path(tempfile.mkdtemp(prefix="wb_runs_"))
-model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
-print({label: len(model.tokenizer.encode(label)) for label in MELD_EMOTIONS})   # tokens per label
-result = evaluate(model, task, data / FOLDER, runs / task.name, limit=LIMIT, progress=False,
-                  check_batch=MODEL != "nano")
-result.to_pandas().drop(columns="note").round(3)
+wt = walkthrough(task.name, model=MODEL, device=DEVICE, dtype=DTYPE, data=DATA, limit=LIMIT)
+result = wt.result
+print(wt)
+print("tokens per label:", {label: len(wt.model.tokenizer.encode(label)) for label in MELD_EMOTIONS})
+wt.metrics.round(3)
 
 # %%
-records = result.records_to_pandas()
+records = wt.records
 records[["id", "reference", "output", "score.correct", "n_tokens", "stopped"]]
 
 # %% [markdown]
-# The confusion matrix over all seven of MELD's labels: rows nano never sees in its corpus stay empty,
-# and columns it cannot say stay zero.
+# The confusion matrix over all seven of MELD's labels: rows the data does not hold stay empty, and
+# columns the model never says stay zero. Listen to the first two utterances beside it.
 
 # %%
 references = [r["reference"] for r in result.records]
 labels = MELD_EMOTIONS + sorted(set(references) - set(MELD_EMOTIONS))
-plot_confusion(references, [metrics.normalize_label(o) for o in result.outputs], labels=labels,
-               title=f"MELD: {Path(MODEL).name}, official ACC {result.metric('ACC').value:.2f}")
-
-# %%
+display(save_notebook_figure(plot_confusion(references, [metrics.normalize_label(o) for o in result.outputs],
+                                            labels=labels,
+                                            title=f"MELD: {wt.name}, official ACC {result.metric('ACC').value:.2f}"),
+                             "confusion_matrix"))
 for record in result.records[:2]:
     print(f"{record['id']}: reference {record['reference']!r}, output {record['output']!r}")
     display(Audio(wb.load_audio(record["audio"]), rate=16000))
@@ -138,21 +130,17 @@ for record in result.records[:2]:
 # `<|unknown|>`.
 
 # %%
-audio = result.records[0]["audio"]
-variants = (swap_variants(prompt, slot="instructions", values=["vocal_classification", "scene"])
-            + swap_variants(prompt, slot="audio_lang", values=["unknown"]))
-base = model.generate(prompt, audio, max_new_tokens=task.max_new_tokens).text
-pd.DataFrame([{"variant": "official prompt", "output": base}]
-             + [{"variant": v.label, "output": model.generate(v.prompt, audio, max_new_tokens=task.max_new_tokens).text}
-                for v in variants]).assign(moved=lambda frame: frame["output"] != base)
+wt.probe(prompt, wt.example()["audio"],
+         swap_variants(prompt, slot="instructions", values=["vocal_classification", "scene"])
+         + swap_variants(prompt, slot="audio_lang", values=["unknown"]))
 
 # %% [markdown]
 # ## 6 · What nano can and cannot do
 # nano's "emotions" are proxies made with prosody alone: joy is high and fast, sadness low, slow and
 # quiet, anger fast and loud, neutral in between (`workbench/synth/README.md`). It knows four of MELD's
 # seven labels and can never say surprise, fear or disgust. Its accuracy on the replica says whether it
-# learned those prosody recipes, not whether it hears emotion in *Friends*. Against the majority-class
-# baseline of this run:
+# learned those prosody recipes, not whether it hears emotion in *Friends*; an utterance it labels
+# wrongly is a failure even here. Against the majority-class baseline of this run:
 
 # %%
 majority = records["reference"].mode()[0]
@@ -165,8 +153,9 @@ print(f"official ACC {result.metric('ACC').value:.2f} (paper {task.paper['ACC']}
 # be equal (the trap above). Skipped on nano.
 
 # %%
-if MODEL != "nano":
-    alone = evaluate(model, task, data / FOLDER, runs / "batch1", limit=LIMIT, progress=False, batch_size=1)
+if wt.real:
+    alone = wb.evaluate(wt.model, task, wt.data / "MELD.Raw", result.out.parent / "batch1", limit=LIMIT,
+                        progress=False, batch_size=1)
     print("batched:", result.metric("ACC").value, " one at a time:", alone.metric("ACC").value)
 else:
     print("skipped: needs a real Qwen-Audio checkpoint (WORKBENCH_MODEL)")

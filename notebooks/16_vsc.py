@@ -16,19 +16,21 @@
 # %% [markdown]
 # # 16 · VSC: vocal sound classification on VocalSound
 #
-# **You will learn** the vocal-sound prompt, why "throat clearing" is wrong and "throatclearing" right
-# under the official score, how per-class accuracy and a confusion matrix show *which* sounds a model
-# mixes up, and what the instruction tag does on a non-speech human sound.
+# **Learning objectives.** After this notebook you can
+# 1. read the vocal-sound prompt;
+# 2. explain why "throat clearing" is wrong and "throatclearing" right under the official score;
+# 3. use per-class accuracy and a confusion matrix to show *which* sounds a model mixes up;
+# 4. probe what the instruction tag does on a non-speech human sound.
 #
-# **Runs** in about 20 s on one CPU core with nano. Configuration from the environment:
+# **Run time**: about 1 minute on 2 CPU cores with nano. Configuration from the environment:
 # `WORKBENCH_MODEL`, `WORKBENCH_DEVICE`, `WORKBENCH_DTYPE`, `WORKBENCH_DATA` (a folder holding
 # `vocalsound/` as distributed: `audio_16k/`, `datafiles/te.json`, `class_labels_indices_vs.csv`);
-# without it, a native-layout replica is written to a temporary folder.
+# without it, a native-layout replica is written to a temporary folder. Cells marked **real model
+# only** skip on nano.
 
 # %%
 # %matplotlib inline
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -37,9 +39,8 @@ from IPython.display import Audio, display
 import workbench as wb
 from workbench.evaluation import metrics
 from workbench.evaluation.metrics_labels import label_key
-from workbench.evaluation.replicas import build_replicas
-from workbench.evaluation.runner import evaluate
-from workbench.evaluation.tasks import get_task
+from workbench.evaluation.walkthrough import official_prompt, paper_table, prompt_table, walkthrough
+from workbench.figures.style import save_notebook_figure
 from workbench.figures.tasks import plot_confusion
 from workbench.tags import swap_variants
 
@@ -49,9 +50,9 @@ pd.set_option("display.max_colwidth", 100)
 MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
 DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
 DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
-DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with the datasets as distributed; None: replicas
+DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with vocalsound/ as distributed; None: replica
 LIMIT = int(os.environ.get("WORKBENCH_LIMIT", "6"))     # clips
-FOLDER = "vocalsound"                                   # the dataset's folder in DATA
+REAL_CLIPS = Path("../../shared/audio")                  # real recordings that are not vocal sounds
 
 # %% [markdown]
 # ## 1 · The task
@@ -63,13 +64,13 @@ FOLDER = "vocalsound"                                   # the dataset's folder i
 # ## 2 · The official prompt, tag by tag
 
 # %%
-task = get_task("vocalsound")
-prompt = wb.preset(task.preset, **task.preset_fields)
+task = wb.get_task("vocalsound")
+prompt = official_prompt(task)
 print("<audio>FILE</audio>" + prompt.render())
-meaning = {"start": "an analysis task", "audio_lang": "English (as the official script writes it)",
-           "task": "keyword: answer with a label", "text_lang": "the label in English",
-           "timestamps": "no time tags", "instructions": "which label set: vocal sounds"}
-pd.DataFrame([{"slot": slot, "tag": text, "what it says": meaning[slot]} for slot, text in prompt.slots()])
+prompt_table(prompt, {
+    "start": "an analysis task", "audio_lang": "English (as the official script writes it)",
+    "task": "keyword: answer with a label", "text_lang": "the label in English",
+    "timestamps": "no time tags", "instructions": "which label set: vocal sounds"})
 
 # %%
 print("max_new_tokens:", task.max_new_tokens)
@@ -82,40 +83,34 @@ print("max_new_tokens:", task.max_new_tokens)
 # `_`). The paper's number beside the previous best:
 
 # %%
-print(metrics.label_item("throat clearing", "throatclearing"), "·",
-      metrics.label_item("Laughter", "laughter"), "·", metrics.label_item("cough", "cough"))
-pd.DataFrame([{"Qwen-Audio ACC": task.paper["ACC"], "previous best": task.previous_best["ACC"][0],
-               "by": task.previous_best["ACC"][1]}], index=[task.name])
+display(pd.DataFrame([{"reference": ref, "output": out, **metrics.label_item(out, ref)}
+                      for ref, out in [("throatclearing", "throat clearing"), ("laughter", "Laughter"),
+                                       ("cough", "cough")]]))
+paper_table(task.name)
 
 # %% [markdown]
-# ## 4 · A run: `evaluate` on the data
+# ## 4 · A run through the evaluation runner
 # The replica holds one clip of each of nano's six vocal sounds from its held-out split, in VocalSound's
 # layout (AudioSet class ids in `te.json`, labels in the file names).
 
 # %%
-if DATA:
-    data = Path(DATA)
-else:
-    data = Path(tempfile.mkdtemp(prefix="wb_replicas_"))
-    build_replicas(data, items_per_dataset=6)
-runs = Path(tempfile.mkdtemp(prefix="wb_runs_"))
-model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
-result = evaluate(model, task, data / FOLDER, runs / task.name, limit=LIMIT, progress=False,
-                  check_batch=MODEL != "nano")
-result.to_pandas().drop(columns="note").round(3)
+wt = walkthrough(task.name, model=MODEL, device=DEVICE, dtype=DTYPE, data=DATA, limit=LIMIT)
+result = wt.result
+print(wt)
+wt.metrics.round(3)
 
 # %%
-records = result.records_to_pandas()
+records = wt.records
 records[["id", "reference", "output", "score.correct", "score.correct_standard"]]
 
 # %% [markdown]
-# The confusion matrix on `label_key` forms (so "throat clearing" and "throatclearing" are one class):
+# The confusion matrix on `label_key` forms (so "throat clearing" and "throatclearing" are one class);
+# listen to the first three clips beside it.
 
 # %%
-plot_confusion([label_key(r["reference"]) for r in result.records], [label_key(o) for o in result.outputs],
-               title=f"VocalSound: {Path(MODEL).name}, standard ACC {result.metric('ACC', 'standard').value:.2f}")
-
-# %%
+display(save_notebook_figure(plot_confusion(
+    [label_key(r["reference"]) for r in result.records], [label_key(o) for o in result.outputs],
+    title=f"VocalSound: {wt.name}, standard ACC {result.metric('ACC', 'standard').value:.2f}"), "confusion_matrix"))
 for record in result.records[:3]:
     print(f"{record['id']}: output {record['output']!r}")
     display(Audio(wb.load_audio(record["audio"]), rate=16000))
@@ -126,20 +121,17 @@ for record in result.records[:3]:
 
 # %%
 laugh = next((r for r in result.records if label_key(r["reference"]) == "laughter"), result.records[0])
-variants = swap_variants(prompt, slot="instructions", values=["emotion_recognition", "scene", "event"])
-base = model.generate(prompt, laugh["audio"], max_new_tokens=task.max_new_tokens).text
-pd.DataFrame([{"variant": "official prompt", "output": base}]
-             + [{"variant": v.label,
-                 "output": model.generate(v.prompt, laugh["audio"], max_new_tokens=task.max_new_tokens).text}
-                for v in variants]).assign(moved=lambda frame: frame["output"] != base)
+print("clip:", laugh["id"], "· reference:", laugh["reference"])
+wt.probe(prompt, laugh["audio"], swap_variants(prompt, slot="instructions",
+                                               values=["emotion_recognition", "scene", "event"]))
 
 # %% [markdown]
 # ## 6 · What nano can and cannot do
 # nano's vocal sounds are espeak-ng acting ("ha ha ha", "ah choo", "ahem", a whispered "haah") and shaped
-# noise for coughs and sniffs (`workbench/synth/README.md`): one stable signature per label, which it
-# learns. It says "throat clearing" as its corpus did, so its official accuracy loses exactly those clips.
-# Whether it would tell a real cough from a real throat clearing is not something this replica can show.
-# This run:
+# noise for coughs and sniffs (`workbench/synth/README.md`): one stable signature per label. It says
+# "throat clearing" as its corpus did, so its official accuracy loses exactly those clips; any clip the
+# standard recipe also marks wrong is a real confusion. Whether it would tell a real cough from a real
+# throat clearing is not something this replica can show. This run:
 
 # %%
 print(f"official ACC {result.metric('ACC').value:.2f}, standard ACC {result.metric('ACC', 'standard').value:.2f} "
@@ -151,10 +143,10 @@ print(f"official ACC {result.metric('ACC').value:.2f}, standard ACC {result.metr
 # glass breaking): a closed-set classifier must still pick one of six labels. Skipped on nano.
 
 # %%
-clips = sorted(Path("../../shared/audio").glob("*.mp3"))
-if MODEL != "nano" and clips:
+clips = sorted(REAL_CLIPS.glob("*.mp3"))
+if wt.real and clips:
     for clip in clips:
-        print(clip.name, "→", model.generate(prompt, clip, max_new_tokens=task.max_new_tokens).text)
+        print(clip.name, "→", wt.generate(prompt, clip))
 else:
     print("skipped: needs a real Qwen-Audio checkpoint (WORKBENCH_MODEL) and ../shared/audio")
 

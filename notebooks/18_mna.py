@@ -16,30 +16,28 @@
 # %% [markdown]
 # # 18 · MNA: music note analysis on NSynth
 #
-# **You will learn** how Qwen-Audio answers in *tags* rather than words (`<|pitch|><|midi_pitch_60|>`,
-# `<|velocity|><|midi_velocity_100|>`, `<|instrument|>…`, `<|sonic|>…`), how the official parser reads
-# such an answer, what the paper's five numbers measure (and a quirk in the official chroma accuracy),
-# and how far a model's pitches land from the truth.
+# **Learning objectives.** After this notebook you can
+# 1. read an answer written in *tags* rather than words (`<|pitch|><|midi_pitch_60|>`,
+#    `<|velocity|><|midi_velocity_100|>`, `<|instrument|>…`, `<|sonic|>…`) as the official parser does;
+# 2. say what the paper's five numbers measure, and show a quirk in the official chroma accuracy;
+# 3. read how far a model's pitches land from the truth, octave errors included.
 #
-# **Runs** in about 20 s on one CPU core with nano. Configuration from the environment:
+# **Run time**: about 1 minute on 2 CPU cores with nano. Configuration from the environment:
 # `WORKBENCH_MODEL`, `WORKBENCH_DEVICE`, `WORKBENCH_DTYPE`, `WORKBENCH_DATA` (a folder holding
 # `nsynth-test/` as distributed: `examples.json` beside `audio/`); without it, a native-layout replica is
-# written to a temporary folder.
+# written to a temporary folder. Cells marked **real model only** skip on nano.
 
 # %%
 # %matplotlib inline
 import os
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import Audio, display
 
 import workbench as wb
 from workbench.evaluation import metrics
-from workbench.evaluation.replicas import build_replicas
-from workbench.evaluation.runner import evaluate
-from workbench.evaluation.tasks import get_task
+from workbench.evaluation.walkthrough import official_prompt, paper_table, prompt_table, walkthrough
+from workbench.figures.style import save_notebook_figure
 from workbench.figures.tasks import plot_histogram
 from workbench.tags import swap_variants
 
@@ -49,9 +47,9 @@ pd.set_option("display.max_colwidth", 110)
 MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
 DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
 DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
-DATA = os.environ.get("WORKBENCH_DATA")                 # a folder with the datasets as distributed; None: replicas
+DATA = os.environ.get("WORKBENCH_DATA")                 # a folder holding nsynth-test/; None: replica
 LIMIT = int(os.environ.get("WORKBENCH_LIMIT", "6"))     # notes
-FOLDER = "."                                            # the NSynth reader takes the folder above nsynth-test/
+REAL_CLIP = "../../shared/audio/music.wav"
 
 # %% [markdown]
 # ## 1 · The task
@@ -64,13 +62,13 @@ FOLDER = "."                                            # the NSynth reader take
 # ## 2 · The official prompt, tag by tag
 
 # %%
-task = get_task("nsynth")
-prompt = wb.preset(task.preset, **task.preset_fields)
+task = wb.get_task("nsynth")
+prompt = official_prompt(task)
 print("<audio>FILE</audio>" + prompt.render())
-meaning = {"start": "an analysis task", "audio_lang": "unknown: no speech", "task": "keyword: a structured answer",
-           "text_lang": "English field values", "timestamps": "no time tags",
-           "instructions": "note analysis: answer with the pitch, velocity, instrument and qualities tags"}
-pd.DataFrame([{"slot": slot, "tag": text, "what it says": meaning[slot]} for slot, text in prompt.slots()])
+prompt_table(prompt, {
+    "start": "an analysis task", "audio_lang": "unknown: no speech", "task": "keyword: a structured answer",
+    "text_lang": "English field values", "timestamps": "no time tags",
+    "instructions": "note analysis: answer with the pitch, velocity, instrument and qualities tags"})
 
 # %%
 print("max_new_tokens:", task.max_new_tokens)
@@ -98,45 +96,40 @@ quirk = metrics.note_metrics(["<|pitch|><|midi_pitch_72|>", "<|pitch|><|midi_pit
 pd.DataFrame([{"metric": m.name, "recipe": m.recipe, "value": m.value} for m in quirk if "pitch" in m.name])
 
 # %% [markdown]
-# The octave error keeps its pitch class (72 mod 12 = 60 mod 12), so chroma accuracy should be 1; the
-# official computation sees columns 2 and 0 and says 0.5. The paper's numbers beside the previous best:
+# The octave error keeps its pitch class (72 mod 12 = 60 mod 12), so chroma accuracy should be 1 (the
+# standard recipe); read the official row above for what the column-index computation says instead.
+# The paper's numbers beside the previous best:
 
 # %%
-pd.DataFrame({"Qwen-Audio (paper)": task.paper, "previous best": {k: v for k, (v, _) in task.previous_best.items()},
-              "by": {k: by for k, (_, by) in task.previous_best.items()}})
+paper_table(task.name)
 
 # %% [markdown]
-# ## 4 · A run: `evaluate` on the data
+# ## 4 · A run through the evaluation runner
 # The replica holds notes of nano's held-out split, rendered by FluidSynth from the General MIDI
 # soundfont, in NSynth's layout (`examples.json` with every field, one wav a note).
 
 # %%
-if DATA:
-    data = Path(DATA)
-else:
-    data = Path(tempfile.mkdtemp(prefix="wb_replicas_"))
-    build_replicas(data, items_per_dataset=6)
-runs = Path(tempfile.mkdtemp(prefix="wb_runs_"))
-model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
-result = evaluate(model, task, data / FOLDER, runs / task.name, limit=LIMIT, progress=False,
-                  check_batch=MODEL != "nano")
-result.to_pandas().drop(columns="note").round(3)
+wt = walkthrough(task.name, model=MODEL, device=DEVICE, dtype=DTYPE, data=DATA, limit=LIMIT)
+result = wt.result
+print(wt)
+wt.metrics.round(3)
 
 # %%
-records = result.records_to_pandas()
+records = wt.records
 records["pitch error"] = records["score.pitch"] - records["reference.pitch"]   # semitones, signed
 records[["id", "reference.pitch", "score.pitch", "pitch error", "reference.velocity", "reference.instrument_family_str",
          "output"]]
 
 # %% [markdown]
 # How far the pitches land, in semitones (output − reference; a missing pitch is left out and counted in
-# the title). Errors of ±12 are octave errors, which chroma accuracy forgives.
+# the title). Errors of ±12 are octave errors, which chroma accuracy forgives. Listen to the first two
+# notes beside the figure.
 
 # %%
-plot_histogram(records["pitch error"], bins=[b - 0.5 for b in range(-13, 15)], xlabel="pitch error (semitones)",
-               marks={"octave below": -12, "octave above": 12}, title=f"{Path(MODEL).name}: pitch error per note")
-
-# %%
+display(save_notebook_figure(plot_histogram(records["pitch error"], bins=[b - 0.5 for b in range(-13, 15)],
+                                            xlabel="pitch error (semitones)",
+                                            marks={"octave below": -12, "octave above": 12},
+                                            title=f"{wt.name}: pitch error per note"), "pitch_error_histogram"))
 for record in result.records[:2]:
     print(f"{record['id']}: {record['output']}")
     display(Audio(wb.load_audio(record["audio"]), rate=16000))
@@ -147,22 +140,19 @@ for record in result.records[:2]:
 # event label), and does `<|en|>` in place of `<|unknown|>` matter?
 
 # %%
-audio = result.records[0]["audio"]
-variants = (swap_variants(prompt, slot="instructions", values=["music_description", "caption_clotho", "event"])
-            + swap_variants(prompt, slot="audio_lang", values=["en"]))
-base = model.generate(prompt, audio, max_new_tokens=task.max_new_tokens).text
-pd.DataFrame([{"variant": "official prompt", "output": base}]
-             + [{"variant": v.label, "output": model.generate(v.prompt, audio, max_new_tokens=task.max_new_tokens).text}
-                for v in variants]).assign(moved=lambda frame: frame["output"] != base)
+wt.probe(prompt, wt.example()["audio"],
+         swap_variants(prompt, slot="instructions", values=["music_description", "caption_clotho", "event"])
+         + swap_variants(prompt, slot="audio_lang", values=["en"]))
 
 # %% [markdown]
 # ## 6 · What nano can and cannot do
 # nano's notes are General MIDI soundfont notes of the 11 NSynth families at five velocities, with the
 # qualities it can measure on them. Its encoder keeps only the first two Whisper blocks, because deeper
 # blocks lose the pitch it needs; even so, pitch within a semitone is easier for it than the exact pitch,
-# and a few notes of a replica say little about either. A qualities mAP over a few notes, most of which
-# have no quality at all, is no number to set beside the paper's. Real NSynth notes come from about a
-# thousand instruments it has never heard. This run:
+# and a few notes of a replica say little about either. A pitch off by a semitone is still a failure
+# under every recipe. A qualities mAP over a few notes, most of which have no quality at all, is no
+# number to set beside the paper's. Real NSynth notes come from about a thousand instruments it has
+# never heard. This run:
 
 # %%
 errors = records["pitch error"].dropna()
@@ -178,10 +168,8 @@ print(f"{len(errors)} of {len(records)} answers name a pitch: {(errors == 0).mea
 # (an NSynth note is 4 s). Skipped on nano.
 
 # %%
-clip = Path("../../shared/audio/music.wav")
-if MODEL != "nano" and clip.is_file():
-    print(model.generate(prompt, wb.load_audio(clip, on_long="truncate")[:4 * 16000],
-                         max_new_tokens=task.max_new_tokens).text)
+if wt.real and os.path.isfile(REAL_CLIP):
+    print(wt.generate(prompt, wb.load_audio(REAL_CLIP, on_long="truncate")[:4 * 16000]))
 else:
     print("skipped: needs a real Qwen-Audio checkpoint (WORKBENCH_MODEL) and ../shared/audio")
 

@@ -16,16 +16,19 @@
 # %% [markdown]
 # # 19 · Chat: multi-turn conversations, `Audio N:` numbering, grounding
 #
-# **You will learn** how Qwen-Audio-Chat sees a conversation (ChatML, every turn and every audio of the
-# history in one prompt), how the official builder numbers the audios (`Audio 1:` restarts in every
-# message) and the alternatives the paper and the SFT data suggest, what a grounding answer looks like
-# (`starts at <|1.63|> seconds and ends at <|2.26|> seconds`: time tokens inside the text) and how to
-# check it against the spectrogram.
+# **Learning objectives.** After this notebook you can
+# 1. say how Qwen-Audio-Chat sees a conversation (ChatML, every turn and every audio of the history in
+#    one prompt, every audio encoded again at every turn);
+# 2. compare how the official builder numbers the audios (`Audio 1:` restarts in every message) with the
+#    alternatives the paper and the SFT data suggest;
+# 3. read a grounding answer (`starts at <|1.63|> seconds and ends at <|2.26|> seconds`: time tokens
+#    inside the text) and check it against the spectrogram.
 #
-# **Runs** in about 15 s on one CPU core with nano. Configuration from the environment:
+# **Run time**: about 1 minute on 2 CPU cores with nano. Configuration from the environment:
 # `WORKBENCH_MODEL` (a Qwen-Audio-Chat checkpoint directory), `WORKBENCH_DEVICE`, `WORKBENCH_DTYPE`,
 # `WORKBENCH_DATA` (a folder holding `LibriSpeech/` and `clotho/` as distributed, for a speech clip and a
-# sound clip); without it, the replicas are written to a temporary folder.
+# sound clip); without it, the replicas are written to a temporary folder. Cells marked **real model
+# only** skip on nano.
 
 # %%
 # %matplotlib inline
@@ -41,7 +44,9 @@ from IPython.display import Audio, display
 import workbench as wb
 from workbench.chat import Chat
 from workbench.evaluation.readers import read_dataset
-from workbench.evaluation.replicas import build_replicas, synthetic_item
+from workbench.evaluation.replicas import synthetic_item
+from workbench.evaluation.walkthrough import prepare_data
+from workbench.figures.style import save_notebook_figure
 from workbench.figures.tasks import plot_spans_on_mel
 
 wb.figures.use_style()
@@ -62,12 +67,7 @@ TIME = re.compile(r"<\|(\d+\.\d+)\|>")                  # a time token inside a 
 # as the chat model.
 
 # %%
-if DATA:
-    data = Path(DATA)
-else:
-    data = Path(tempfile.mkdtemp(prefix="wb_replicas_"))
-    build_replicas(data, items_per_dataset=2,
-                   real_clips=REAL_CLIPS if (REAL_CLIPS / "labels.jsonl").is_file() else None)
+data, _ = prepare_data(DATA, items_per_dataset=2, real_clips=REAL_CLIPS)
 speech = read_dataset("librispeech", data / "LibriSpeech", split="dev-clean")
 sound = read_dataset("clotho", data / "clotho")[0]
 grounding = next(item for index in range(60)
@@ -145,8 +145,11 @@ rows = {"words (truth)": [(w["word"], w["start"], w["end"]) for w in grounding.f
         f"“{phrase}” (truth)": [(phrase, *truth[:2])]}
 if len(said) >= 2:
     rows[f"{Path(MODEL).name}'s answer"] = [(re.search(r'"(.+?)"', replies[1]).group(1) if '"' in replies[1] else "?", *said[:2])]
-plot_spans_on_mel(wb.log_mel(grounding.audios[0]), rows, seconds=len(grounding.audios[0]) / 16000,
-                  title=f"grounding “{phrase}”: truth and {Path(MODEL).name}")
+display(save_notebook_figure(plot_spans_on_mel(wb.log_mel(grounding.audios[0]), rows,
+                                               seconds=len(grounding.audios[0]) / 16000,
+                                               title=f"grounding “{phrase}”: truth and {Path(MODEL).name}"),
+                             "grounding_on_mel"))
+display(Audio(grounding.audios[0], rate=16000))
 
 # %%
 if len(said) >= 2:
@@ -160,9 +163,10 @@ else:
 # nano's chat data is a handful of templates over its synthetic world: transcripts ("The person says:
 # …"), grounding one or two words, captions, "The speaker sounds …", the language spoken, and two-clip
 # comparisons. Read the replies above for how much survives: the *form* of its training answers mostly
-# does; the content much less (a transcript cut short, another word grounded than the one asked, times
-# that run backwards), and a 7.6 M-parameter model saw few conversations of more than two turns. On a
-# real recording it can only answer from its grammar. The first speech clip of the data, in a fresh chat:
+# does; the content much less. A transcript cut short, another word grounded than the one asked, or
+# times that run backwards are failures, and a model this small saw few conversations of more than two
+# turns. On a real recording it can only answer from its grammar. The first speech clip of the data, in
+# a fresh chat:
 
 # %%
 first = speech[0]
@@ -178,7 +182,7 @@ display(Audio(wb.load_audio(first.audio), rate=16000))
 
 # %%
 clip = REAL_CLIPS / "1272-128104-0000.flac"
-if MODEL != "nano" and clip.is_file():
+if MODEL != "nano" and clip.is_file():      # real model only
     real = Chat(model)
     real.ask([{"audio": str(clip)}, {"text": "what does the person say?"}])
     reply = real.ask('Find the start time and end time of the word "middle classes"')
@@ -189,6 +193,7 @@ if MODEL != "nano" and clip.is_file():
     if len(times) >= 2:
         rows[Path(MODEL).name] = [("middle classes", *times[:2])]
     display(plot_spans_on_mel(wb.log_mel(audio), rows, seconds=len(audio) / 16000))
+    display(Audio(audio, rate=16000))
 else:
     print("skipped: needs a real Qwen-Audio-Chat checkpoint (WORKBENCH_MODEL) and ../shared/audio")
 

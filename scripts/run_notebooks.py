@@ -1,4 +1,4 @@
-"""Execute the notebooks headless and write their figures to `figures/`.
+"""Execute the notebooks headless; each one writes its figures into `figures/<notebook>/`.
 
     python scripts/run_notebooks.py                    # every notebooks/*.ipynb
     python scripts/run_notebooks.py 00_quickstart      # by name (stem, file name or path)
@@ -7,24 +7,27 @@
 
 Each notebook runs top to bottom in a fresh `python3` kernel with notebooks/ as its working
 directory and a fixed environment, in memory: the stored .ipynb is never written (it stays
-without outputs). Every image/png output becomes `{figures}/{notebook}_cell{NN}.png`, or
-`..._cell{NN}_{k}.png` when a cell shows several (NN: the cell's index in the notebook, k from 1);
-the notebook's old figures are removed first, so a figure that disappeared does not linger.
-A failing cell stops everything: the script names the notebook and cell, prints the cell and the
-traceback, writes no figures for that notebook and exits with status 1.
+without outputs). The notebook saves what it means to keep itself, by name:
+`save_notebook_figure(fig, "wer_by_length")` writes `{figures}/{notebook}/wer_by_length.png` and
+`.pdf` when the kernel's environment names the notebook and the folder (`WORKBENCH_NOTEBOOK`,
+`WORKBENCH_FIGURES_DIR`, set here); inline outputs are not saved, so a figure's file name never
+depends on the cell it is drawn in. The notebook's old folder is removed first, so a figure that
+disappeared does not linger. A failing cell stops everything: the script names the notebook and
+cell, prints the cell and the traceback, removes the figures that notebook had written so far
+(a half set must not be committed) and exits with status 1.
 
-Same code, same versions → the same PNG bytes: matplotlib's Agg output carries no date, the
-style fixes fonts and dpi, and the kernel gets a fixed hash seed.
+Same code, same versions, same CPU → the same PNGs: matplotlib's Agg output carries no date, the
+style fixes fonts and dpi, and the kernel gets a fixed hash seed. Across CPUs float32 arithmetic
+may differ in the last bits, so tests compare figures by pixel RMS, not bytes.
 """
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import re
+import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -42,6 +45,10 @@ FIXED_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
+# workbench.figures.style's FIGURES_DIR_ENV and NOTEBOOK_ENV (a test keeps them equal): importing the
+# package here would load torch, seconds for each run of this script, for two strings.
+FIGURES_DIR_ENV = "WORKBENCH_FIGURES_DIR"
+NOTEBOOK_ENV = "WORKBENCH_NOTEBOOK"
 
 
 class NotebookFailed(RuntimeError):
@@ -49,12 +56,6 @@ class NotebookFailed(RuntimeError):
         self.notebook, self.cell_index, self.source, self.detail = notebook, cell_index, source, detail
         where = f"cell {cell_index}" if cell_index is not None else "kernel start-up"
         super().__init__(f"{notebook.name} failed at {where}")
-
-
-@dataclass(frozen=True)
-class FigureFile:
-    name: str       # file name, e.g. 00_quickstart_cell05.png
-    png: bytes
 
 
 def find_notebooks(names: list[str]) -> list[Path]:
@@ -76,8 +77,9 @@ def find_notebooks(names: list[str]) -> list[Path]:
     return found
 
 
-def execute(path: Path) -> nbformat.NotebookNode:
-    """Run the notebook in a fresh kernel and return it with its outputs (the file is untouched)."""
+def execute(path: Path, figures_dir: Path | None = None) -> nbformat.NotebookNode:
+    """Run the notebook in a fresh kernel and return it with its outputs (the file is untouched);
+    with `figures_dir`, its `save_notebook_figure` calls write into `figures_dir/<stem>/`."""
     nb = nbformat.read(path, as_version=4)
     started: list[int] = []
     client = NotebookClient(
@@ -86,7 +88,7 @@ def execute(path: Path) -> nbformat.NotebookNode:
         on_cell_start=lambda cell, cell_index: started.append(cell_index),
     )
     try:
-        client.execute(env={**os.environ, **FIXED_ENV})
+        client.execute(env={**os.environ, **FIXED_ENV, **figure_env(path.stem, figures_dir)})
     except Exception as error:   # CellExecutionError, CellTimeoutError, DeadKernelError, ...
         index = started[-1] if started else None
         source = nb.cells[index].source if index is not None else ""
@@ -105,28 +107,23 @@ def _error_text(cell: nbformat.NotebookNode) -> str:
 ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def figures(nb: nbformat.NotebookNode, stem: str) -> list[FigureFile]:
-    """The PNG outputs of every cell, named after the notebook and the cell's index."""
-    found = []
-    for index, cell in enumerate(nb.cells):
-        pngs = [base64.b64decode(out.data["image/png"]) for out in cell.get("outputs", [])
-                if "image/png" in out.get("data", {})]
-        for k, png in enumerate(pngs, start=1):
-            suffix = f"_{k}" if len(pngs) > 1 else ""
-            found.append(FigureFile(f"{stem}_cell{index:02d}{suffix}.png", png))
-    return found
+def figure_env(stem: str, figures_dir: Path | None) -> dict[str, str]:
+    """What tells `workbench.figures.style.save_notebook_figure` in the kernel where to write."""
+    if figures_dir is None:
+        return {}
+    # Absolute: the kernel runs in the notebook's folder, not here.
+    return {NOTEBOOK_ENV: stem, FIGURES_DIR_ENV: str(figures_dir.resolve())}
 
 
 def remove_figures(stem: str, figures_dir: Path) -> None:
-    for old in figures_dir.glob(f"{stem}_cell*.png"):
-        old.unlink()
+    shutil.rmtree(figures_dir / stem, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="notebooks to run (default: all in notebooks/)")
     parser.add_argument("--figures-dir", type=Path, default=REPO / "figures",
-                        help="where the PNGs go (default: figures/ in the repository)")
+                        help="where each notebook's folder of figures goes (default: figures/ in the repository)")
     args = parser.parse_args(argv)
     args.figures_dir.mkdir(parents=True, exist_ok=True)
 
@@ -134,15 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         remove_figures(path.stem, args.figures_dir)
         start = time.perf_counter()
         try:
-            nb = execute(path)
+            execute(path, args.figures_dir)
         except NotebookFailed as failed:
+            remove_figures(path.stem, args.figures_dir)
             print(f"\nFAILED: {failed}\n--- cell {failed.cell_index} ---\n{failed.source}\n"
                   f"--- error ---\n{failed.detail}", file=sys.stderr)
             return 1
-        written = figures(nb, path.stem)
-        for figure in written:
-            (args.figures_dir / figure.name).write_bytes(figure.png)
-        print(f"{path.name}: {time.perf_counter() - start:.1f} s, {len(written)} figures → {args.figures_dir}")
+        written = sorted((args.figures_dir / path.stem).glob("*.png"))
+        print(f"{path.name}: {time.perf_counter() - start:.1f} s, {len(written)} figures → "
+              f"{args.figures_dir / path.stem if written else '(none)'}")
     return 0
 
 

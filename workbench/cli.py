@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the main job: run the demo notebooks headless, write figures/")
-    figures = sub.add_parser("figures", help="execute every notebook headless and write figures/")
+    figures = sub.add_parser("figures", help="execute every notebook headless; each writes figures/<notebook>/NAME.png and .pdf")
     figures.add_argument("notebooks", nargs="*", help="notebook stems (default: all)")
     describe = sub.add_parser("describe", help="load a model and print its parts")
     describe.add_argument("source", help="packaged name or checkpoint directory")
