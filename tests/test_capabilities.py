@@ -37,6 +37,8 @@ def models(tmp_path_factory) -> dict[str, tuple]:
 CALLS = {
     "trace": lambda m, p: wb.trace(m, p, AUDIO, capture="*.layers.0.*pattern", logits="last"),
     "logit_lens": lambda m, p: wb.logit_lens(m, p, AUDIO),
+    "probe": lambda m, p: wb.probe(m, [AUDIO] * 2 + [AUDIO / 2] * 2, m.adapter.sequence.name + ".layers.{}.resid_post",
+                                   labels=[0, 0, 1, 1], prompt=p, positions="last", test_size=0.5),
     "align": lambda m, p: wb.align(m, p, AUDIO, text=" hi"),
     "find_alignment_heads": lambda m, p: wb.find_alignment_heads(m, p, AUDIO, WORDS, text=" hi"),
     "patch_sweep": lambda m, p: wb.patch_sweep(m, p, p, AUDIO, layers=[0], continuation=" hi"),

@@ -22,6 +22,7 @@ from workbench.analysis.edges import edge_knockout, edge_knockout_many
 from workbench.analysis.knockout import knockout_sweep
 from workbench.analysis.lens import logit_lens
 from workbench.analysis.patching import patch_sweep
+from workbench.analysis.probes import probe, probe_features
 from workbench.analysis.trace import trace
 from workbench.audio import load_audio, log_mel
 from workbench.chat import Chat
@@ -36,6 +37,7 @@ __all__ = [
     "load", "load_audio", "log_mel", "preset", "TagPrompt",
     # look inside
     "trace", "logit_lens", "ablate", "attribute_tags", "attribute_audio", "patch_sweep", "knockout_sweep",
+    "probe", "probe_features",
     "edge_knockout", "edge_knockout_many", "direct_logit_attribution",
     "align", "find_alignment_heads", "capability_table",
     # talk

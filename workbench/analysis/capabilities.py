@@ -23,6 +23,7 @@ from workbench.models.loading import FAMILIES
 ANALYSES: dict[str, tuple[str, ...]] = {
     "trace": ("capture",),
     "logit_lens": ("capture",),
+    "probe": ("capture",),
     "align": ("capture",),
     "find_alignment_heads": ("capture",),
     "patch_sweep": ("interventions",),
