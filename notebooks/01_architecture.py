@@ -300,7 +300,7 @@ for column, (lo, hi) in enumerate([(0, n_positions), (first, n_positions)]):
     fig.colorbar(image, ax=axes[0, column], pad=0.01, label="value")
     axes[1, column].bar(range(lo, hi), np.linalg.norm(values[:, lo:hi], axis=0), width=1.0,
                         color=["#1f77b4" if span.start < p < span.stop - 1 else "#ff7f0e" for p in range(lo, hi)])
-    axes[1, column].set(yscale="log", xlabel="prompt position")
+    axes[1, column].set(yscale="log" if column == 0 else "linear", xlabel="prompt position")
 axes[0, 0].axvspan(span.stop - 0.5, n_positions - 0.5, fill=False, edgecolor="#ff7f0e", linewidth=2)
 for edge in (span.start - 0.5, span.stop - 0.5):
     axes[0, 0].axvline(edge, color="black", linewidth=1)
