@@ -143,7 +143,7 @@ def test_many_clips_give_means_with_bootstrap_cis(tiny_qwen, tiny_clip, noise):
     many = edge_knockout_many(tiny_qwen, items, edges=edges, layers=["each"], continuation=CONTINUATION)
     singles = [edge_knockout(tiny_qwen, p, a, edges=edges, layers=["each"], continuation=CONTINUATION)
                for p, a in items]
-    assert many.n == 2
+    assert many.n == 2 and many.measure == singles[0].measure    # one continuation: one measure
     np.testing.assert_allclose(many.delta, np.concatenate([s.delta for s in singles]), atol=1e-9)
     table = many.to_pandas()
     assert {"delta_low", "delta_high", "n"} <= set(table.columns)

@@ -341,9 +341,12 @@ def edge_knockout_many(model: Any, items: Sequence[tuple], *, edges: Sequence[tu
         runs.append(_one(model, adapter, prompt, audio, reference, sets, chosen, float(window_s), score,
                          continuation, max_new_tokens, audio_dir))
     outputs = np.stack([r[2] for r in runs]) if runs[0][2] is not None else None
+    measures = list(dict.fromkeys(r[3] for r in runs))   # each clip scores its own answer / reference
+    measure = measures[0] if len(measures) == 1 else \
+        f"{score if isinstance(score, str) else 'score'} of each clip's own answer or reference"
     return EdgeKnockoutResult(tuple(label for label, _ in sets), tuple(layer for _, layer in sets),
                               tuple(f"{rows}→{cols}" for rows, cols in chosen), np.stack([r[0] for r in runs]),
-                              np.array([r[1] for r in runs]), runs[0][3], adapter.sequence.name, float(window_s),
+                              np.array([r[1] for r in runs]), measure, adapter.sequence.name, float(window_s),
                               outputs, tuple(r[4] for r in runs))
 
 
