@@ -175,8 +175,8 @@ spans_table(rows)
 probe = wt.probe(prompt, first["audio"], swap_variants(prompt, slot="timestamps", values=["notimestamps"])
                  + swap_variants(prompt, slot="audio_lang", values=["en"]))
 both = wb.preset("srwt", lang="en")
-probe.loc[len(probe)] = {"variant": "both languages: zh → en", "tags": both.render(),
-                         "output": wt.generate(both, first["audio"]), "moved": None}
+probe = pd.concat([probe, pd.DataFrame([{"variant": "both languages: zh → en", "tags": both.render(),
+                                         "output": wt.generate(both, first["audio"])}])], ignore_index=True)
 times = [[float(t) for t in TIME.findall(text)] for text in probe["output"]]
 probe.assign(moved=probe["output"] != probe["output"].iloc[0], output=probe["output"].str[:90],
              **{"time tags": [len(ts) for ts in times],
