@@ -27,8 +27,8 @@
 #    the variants that tag ablation iterates over;
 # 4. run one prompt through a model (`MODEL`, by default the embedded nano) on a clip it was never trained on.
 #
-# **Runs** in about 15 s on one CPU core (no weights except nano's 5 MB). The configuration cell below
-# is read from the environment, so the same notebook runs a real checkpoint on a GPU:
+# **Runs** in about 20 s of CPU time (measured: 18 s on the shared 2-core machine; no weights except
+# nano's 5 MB). The configuration cell below is read from the environment, so the same notebook runs a real checkpoint on a GPU:
 # `WORKBENCH_MODEL=/models/Qwen-Audio WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16`.
 
 # %%

@@ -26,8 +26,8 @@
 # Qwen-Audio: the same classes and layout, trained in miniature (notebook 04), so its tensors are real
 # activations, only smaller. Section 4 runs Whisper base, the encoder's ancestor, with real weights.
 #
-# **Runs** in about 20 s on one CPU core. Set `WORKBENCH_MODEL=/models/Qwen-Audio
-# WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16` to compute section 3 on the published model.
+# **Runs** in about 30 s of CPU time (measured: 31 s on the shared 2-core machine). Set
+# `WORKBENCH_MODEL=/models/Qwen-Audio WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16` to compute section 3 on the published model.
 
 # %%
 # %matplotlib inline

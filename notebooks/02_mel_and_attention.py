@@ -32,8 +32,8 @@
 #    where the 40 ms audio tokens are positions of the LLM's own sequence; the audio-attention
 #    measure over several clips with a bootstrap CI; narrow captures; the widgets for JupyterLab.
 #
-# **Runs** in about 40 s on one CPU core. `WORKBENCH_MODEL=/models/Qwen-Audio WORKBENCH_DEVICE=cuda
-# WORKBENCH_DTYPE=bfloat16` runs section 2 on the published model.
+# **Runs** in about 80 s of CPU time (measured: 78 s on the shared 2-core machine).
+# `WORKBENCH_MODEL=/models/Qwen-Audio WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16` runs section 2 on the published model.
 
 # %%
 # %matplotlib inline

@@ -47,6 +47,8 @@ CALLS = {
     "edge_knockout": lambda m, p: wb.edge_knockout(m, p, AUDIO, edges=[("answer", "audio")], layers=[0],
                                                  continuation=" hi"),
     "direct_logit_attribution": lambda m, p: wb.direct_logit_attribution(m, p, AUDIO),
+    "attribution_patch": lambda m, p: wb.attribution_patch(m, p, p, AUDIO, layers=[0], continuation=" hi"),
+    "causal_trace": lambda m, p: wb.causal_trace(m, p, AUDIO, "noise", layers=[0], bins=2, continuation=" hi"),
     "ablate": lambda m, p: wb.ablate(m, AUDIO, p, variants="drop", max_new_tokens=2),
     "attribute_tags": lambda m, p: wb.attribute_tags(m, AUDIO, p, " hi", methods=("ablation",)),
     "attribute_audio": lambda m, p: wb.attribute_audio(m, AUDIO, p, " hi", window=10),

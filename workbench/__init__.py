@@ -16,6 +16,7 @@ from workbench import audio, demo, errors, figures, tags, widgets
 from workbench.analysis.ablation import ablate
 from workbench.analysis.alignment import align, find_alignment_heads
 from workbench.analysis.attribution import attribute_audio, attribute_tags
+from workbench.analysis.attribution_patching import attribution_patch
 from workbench.analysis.capabilities import capability_table
 from workbench.analysis.dla import direct_logit_attribution
 from workbench.analysis.edges import edge_knockout, edge_knockout_many
@@ -24,6 +25,7 @@ from workbench.analysis.lens import logit_lens
 from workbench.analysis.patching import patch_sweep
 from workbench.analysis.probes import probe, probe_features
 from workbench.analysis.trace import trace
+from workbench.analysis.tracing import causal_trace, causal_trace_many, corrupt_audio
 from workbench.audio import load_audio, log_mel
 from workbench.chat import Chat
 from workbench.evaluation.runner import evaluate
@@ -39,6 +41,7 @@ __all__ = [
     "trace", "logit_lens", "ablate", "attribute_tags", "attribute_audio", "patch_sweep", "knockout_sweep",
     "probe", "probe_features",
     "edge_knockout", "edge_knockout_many", "direct_logit_attribution",
+    "attribution_patch", "causal_trace", "causal_trace_many", "corrupt_audio",
     "align", "find_alignment_heads", "capability_table",
     # talk
     "Chat",

@@ -30,6 +30,10 @@ ANALYSES: dict[str, tuple[str, ...]] = {
     "knockout_sweep": ("interventions",),
     "edge_knockout": ("capture", "interventions"),
     "direct_logit_attribution": ("capture",),
+    "attribution_patch": ("interventions",),
+    # the corrupted input is the audio, restored position by position: the audio must sit in the
+    # token sequence (spliced into the LLM's input), which Whisper's cross-attention does not do
+    "causal_trace": ("interventions", "splice"),
     "ablate": ("splice",),
     "attribute_tags": ("splice",),
     "attribute_audio": ("splice",),
