@@ -214,3 +214,11 @@ def test_corpus_then_every_stage_then_eval(engines, english, model, tmp_path):
     with torch.no_grad():
         ours = loaded.encoder(log_mel(samples)[None], [encoder_frames(len(samples))]).embeds[0]
         torch.testing.assert_close(ours, recipe_mix(samples), rtol=0, atol=1e-5)
+
+
+def test_a_step_is_located_in_epochs_of_different_lengths():
+    """Stage 2's epochs differ in length; the step after a short epoch must land in the next one."""
+    from train_nano_v2 import locate
+    lengths = [5, 3, 4]
+    assert [locate(s, lambda e: lengths[e % 3]) for s in (0, 4, 5, 7, 8, 11, 12)] == \
+        [(0, 0), (0, 4), (1, 0), (1, 2), (2, 0), (2, 3), (3, 0)]

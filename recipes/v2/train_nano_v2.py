@@ -85,6 +85,16 @@ def plan(stage: str, sequences: dict, epoch: int, seed: int, max_tokens: int) ->
     return batches(chat + replay, max_tokens, rng)
 
 
+def locate(step: int, epoch_length) -> tuple[int, int]:
+    """(epoch, batch index) of `step`. Epochs differ in length (stage 2 replays a new sample of tag items
+    each epoch), so the position is found by walking them; dividing by the first epoch's length would
+    point past the end of a shorter epoch, and the stage would loop without training."""
+    epoch = 0
+    while step >= (length := epoch_length(epoch)):
+        step, epoch = step - length, epoch + 1
+    return epoch, step
+
+
 def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, features, log_file: Path) -> None:
     work, steps = args.work, args.steps[stage]
     state_file = work / f"state-{stage}.pt"
@@ -121,7 +131,7 @@ def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, fea
     progress = tqdm(total=steps, initial=step, desc=stage, unit="step", mininterval=10)
     with open(log_file, "a", encoding="utf-8") as log:
         while step < steps:
-            epoch, index = divmod(step, len(plan(stage, sequences, 0, args.seed, args.max_tokens)))
+            epoch, index = locate(step, lambda e: len(plan(stage, sequences, e, args.seed, args.max_tokens)))
             for batch in plan(stage, sequences, epoch, args.seed, args.max_tokens)[index:]:
                 if step >= steps:
                     break
