@@ -13,42 +13,52 @@
 #     name: python3
 # ---
 
+# %%
+
 # %% [markdown]
-# # 03 · Tag probing: what each tag does, and where in the network it acts
+# # 03 · Tag probing: what each tag does to the answer
 #
 # A Qwen-Audio prompt is a row of tags after the audio: transcription or analysis, audio language,
 # task, text language, timestamps, output instructions. Whisper's decoder prefix is the same idea
-# in fewer slots. This notebook asks four questions of both:
+# in fewer slots. **You will learn** to
 #
-# 1. **Ablation** — change one slot (language swap, transcribe → translate, timestamps on/off): what
-#    comes out?
-# 2. **Attribution** — how much of the answer's log-probability does each slot carry, and which
-#    40 ms of the audio?
-# 3. **Activation patching and knockouts** — run *transcribe* and *translate*, copy activations from
-#    the first run into the second, layer by layer, position group by group, head by head: where
-#    does the task tag's effect live?
-# 4. **Alignment** — from the attention of the output tokens to the audio, word timestamps (whisper's
-#    DTW recipe), and a finder for the heads that align best against speech with known word times.
+# 1. **ablate** a prompt — drop a slot, swap its value — and read what comes out, the shift of the
+#    next-token distribution (KL, JS) and the change in log p of the right answer;
+# 2. **attribute** log p of the answer to the tag slots (captum feature ablation, Shapley sampling) and
+#    to 200 ms stretches of the audio (occlusion), and choose an occlusion baseline that stays on the
+#    model's input distribution;
+# 3. measure over several clips (mean and bootstrap CI) instead of trusting one.
 #
-# Models: **Whisper base** (real weights, multilingual) on the demo sentences, and **nano**, the
-# embedded Qwen-Audio (same classes, tags and checkpoint layout as the published model, trained in
-# miniature on a synthetic corpus, so its answers are simple).
+# Where in the network the task tag acts (activation patching, head knockouts) and word timestamps
+# from attention are in notebook 05.
+#
+# Models: **Whisper base** (real weights, multilingual) on the demo sentences, and `MODEL`, by default
+# **nano**, the embedded Qwen-Audio (same classes, tags and checkpoint layout as the published model,
+# trained in miniature on a synthetic corpus; notebook 04).
+#
+# **Runs** in about 2 min of CPU time (measured: 128 s on the shared 2-core machine).
+# `WORKBENCH_MODEL=/models/Qwen-Audio WORKBENCH_DEVICE=cuda WORKBENCH_DTYPE=bfloat16` runs section 2 on the published model.
 
 # %%
 # %matplotlib inline
-import warnings
+import os
 
 import numpy as np
 import pandas as pd
+from IPython.display import Audio, display
 
 import workbench as wb
-from workbench.models.whisper import STANDARD_PREFIX
-from workbench.synth.speech import Voice, speak_words
+from workbench.analysis.stats import mean_ci
+from workbench.evaluation.replicas import synthetic_item
+from workbench.figures.style import save_notebook_figure
+from workbench.synth import grammar
 
 wb.figures.use_style()
 pd.set_option("display.max_colwidth", 90)
-# nano and Whisper write a few characters the bundled font has no glyph for.
-warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+
+MODEL = os.environ.get("WORKBENCH_MODEL", "nano")       # "nano", or a Qwen-Audio checkpoint directory
+DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")      # "cuda" on a GPU
+DTYPE = os.environ.get("WORKBENCH_DTYPE", "float32")    # "bfloat16" for the 8.4 B model
 
 # %% [markdown]
 # ## 1 · Whisper base: each slot's effect on the output
@@ -62,6 +72,7 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")
 # %%
 whisper = wb.load("whisper-base")
 english, german = wb.demo.demo_clip("speech_en"), wb.demo.demo_clip("speech_de")
+display(Audio(str(german.path)), Audio(str(english.path)))
 variants = [
     (german, "base: German, transcribe", "<|startoftranscript|><|de|><|transcribe|><|notimestamps|>"),
     (german, "language swap de → en", "<|startoftranscript|><|en|><|transcribe|><|notimestamps|>"),
@@ -75,151 +86,133 @@ pd.DataFrame([{"clip": clip.name, "change": change, "prefix": prefix,
               for clip, change, prefix in variants])
 
 # %% [markdown]
-# ## 2 · Patching: from a *transcribe* run into a *translate* run (Whisper base)
-# Source A transcribes the German clip, target B translates it. The score is log p of A's own
-# greedy output (the German transcript) as a continuation of each prompt: B gives it a low
-# probability, A a high one. Each cell runs B with one layer's residual stream copied from A at one
-# group of positions: the whole tag prefix, one slot of it (the `<|transcribe|>` / `<|translate|>`
-# tag), or the continuation's own text positions. `recovery` = (patched − B) / (A − B): 1 means the
-# patch alone turns the translate run into the transcribe run.
+# ## 2 · nano: inside its own world
+# nano was trained only on a synthetic corpus (`workbench.synth`): its speech is sentences of 3–8 words
+# from a small grammar whose English vocabulary is the list below (German, French, Spanish and Mandarin
+# have the translations of the same words), plus synthetic sounds, scenes, vocalisations and notes.
+# The demo sentence “The quick brown fox jumps over the lazy dog” is **outside** that world (“quick”,
+# “jumps”, “over”, “lazy” are not in it): nano's answer to it is a hallucination, and the log-prob of a
+# hallucinated transcript says nothing about how the tags steer a correct one. So every nano probe
+# here runs on clips from its **held-out test split** (`synthetic_item(task, i)` rebuilds test item *i*
+# of the corpus nano was evaluated on; their sentences never occur in training) and scores the
+# **reference** transcript, not nano's own output.
 
 # %%
-transcribe = "<|startoftranscript|><|de|><|transcribe|><|notimestamps|>"
-translate = "<|startoftranscript|><|de|><|translate|><|notimestamps|>"
-resid = wb.patch_sweep(whisper, transcribe, translate, german.path,
-                       groups=["tags", "task", "timestamps", "text"])
-print(f"log p of A's transcript: under A {resid.source:.2f}, under B {resid.clean:.2f} ({resid.measure})")
-resid.plot(value="recovery")
+words = grammar.vocabulary("en")
+print(f"{len(words)} English words: {' '.join(words)}")
+print("outside the grammar:", [w for w in english.text.lower().strip(".").split() if w not in words])
+
+# %%
+model = wb.load(MODEL, device=DEVICE, dtype=DTYPE)
+items = [it for it in (synthetic_item("asr", i) for i in range(80)) if it.fields["language"] == "en"][:6]
+outputs = [model.generate(wb.TagPrompt.parse(it.prompt), it.audios[0], max_new_tokens=24).text for it in items]
+heard = pd.DataFrame({"reference": [it.reference for it in items], "nano": outputs})
+heard["correct"] = heard["nano"].str.strip() == heard["reference"]
+heard
 
 # %% [markdown]
-# Copying the task tag's own residual stream barely helps, even at layer 0: within the first layer
-# the next position (`<|notimestamps|>`, the one that predicts the first word) has already read
-# `<|translate|>`, and from then on that position carries the task up through every layer. The
-# patched runs' greedy outputs, scored by WER against the German sentence, say the same:
+# nano is right on most of these and **wrong** on the rest (a swapped animal, usually): those are
+# recognition failures, and the probes below score the reference on them too, so a failing clip shows
+# up as a low base log p rather than as a confident wrong answer.
+#
+# **Ablation** on the first clip: every slot dropped, the task swapped, the audio language swapped. Each
+# variant's greedy output; KL and JS between the base prompt's and the variant's next-token
+# distributions **at the first answer position** — the one place where every variant has the same
+# context (audio and tags, no answer yet), so the distributions are comparable; after it each variant
+# continues from its own output — and Δ log p of the whole reference, and of nano's base output.
 
 # %%
-wer = wb.patch_sweep(whisper, transcribe, translate, german.path, groups=["task", "timestamps"], layers=[0, 3, 5],
-                     score="wer", reference=german.text, max_new_tokens=24)
-print(f"WER of A's output {wer.source:.2f}, of B's {wer.clean:.2f}")
-wer.to_pandas()[["layer", "column", "score", "output"]]
+item = items[0]
+prompt = wb.TagPrompt.parse(item.prompt)
+variants = (wb.tags.drop_variants(prompt) + wb.tags.swap_variants(prompt, slot="task")
+            + wb.tags.swap_variants(prompt, slot="audio_lang", values=["de", "zh"]))
+targets = {"reference": item.reference, "nano's output": outputs[0]}
+ablation = wb.ablate(model, item.audios[0], prompt, variants=variants, targets=targets, max_new_tokens=16)
+ablation.to_pandas(wide=True)[["output", "kl", "js", "delta_logprob[reference]"]]
 
 # %% [markdown]
-# Head by head: each decoder self-attention head's output copied from A into B at every tag and
-# text position (the slice of `self_attn.out_proj`'s input that belongs to the head). A couple of
-# early heads carry most of the task.
+# KL(p‖q) ≥ 0 always; values like 1e-7 are float rounding of "no change" (a negative one would be
+# rounding too), and the figure shows them as 0. KL/JS share one scale from 0 (nats) and the Δ log p
+# columns share one diverging scale, so cells can be compared across columns of a block.
 
 # %%
-heads = wb.patch_sweep(whisper, transcribe, translate, german.path, what="head")
-heads.plot(value="recovery")
-
-# %%
-heads.best(5)
+display(Audio(item.audios[0], rate=wb.audio.SAMPLE_RATE))
+save_notebook_figure(ablation.plot(), "nano_tag_ablation")
 
 # %% [markdown]
-# ## 3 · Word timestamps from cross-attention (Whisper base)
-# Whisper's generation config names 8 alignment heads. Their cross-attention from each output token
-# over the 20 ms encoder frames, normalised and median-filtered, gives a token × time matrix; dynamic
-# time warping through it gives each word's start and end (openai/whisper's `timing.py` recipe).
+# **Over several clips.** The same variants on all six held-out clips: the mean Δ log p(reference) of
+# each variant with a 95 % bootstrap CI, and on how many clips the greedy output changed.
 
 # %%
-words = wb.align(whisper, STANDARD_PREFIX, english.path)
-words.plot()
-
-# %%
-words.to_pandas()
+rows = []
+for it, base_output in zip(items, outputs):
+    result = wb.ablate(model, it.audios[0], wb.TagPrompt.parse(it.prompt), variants=variants,
+                       targets={"reference": it.reference}, max_new_tokens=16)
+    for row in result.variants:
+        rows.append({"variant": row.label, "delta": row.logprob("reference") - result.base.logprob("reference"),
+                     "kl": max(row.kl, 0.0), "changed": row.output.strip() != base_output.strip()})
+per_clip = pd.DataFrame(rows)
+summary = pd.DataFrame([{"variant": label, **mean_ci(group["delta"]).as_dict(), "mean KL": group["kl"].mean(),
+                         "outputs changed": int(group["changed"].sum())}
+                        for label, group in per_clip.groupby("variant", sort=False)]).set_index("variant")
+summary.rename(columns={"mean": "mean Δ log p(reference)"}).round(3)
 
 # %% [markdown]
-# **Which heads align?** Speech synthesised word by word has exact word times. Each head alone is
-# used for the DTW and scored by the mean absolute error of its word starts; the best ones can then
-# replace the configured heads. (The first word starts at 0 by construction: the path starts with
-# the clip, as in `timing.py`.)
+# ## 3 · Attribution
+# Over the tag slots (captum: feature ablation and Shapley value sampling; a slot absent = dropped), of
+# log p(reference) on the first clip:
 
 # %%
-sentence = "my brother bought seven green apples at noon".split()
-speech = speak_words([(w, w, True) for w in sentence], Voice("en"), np.random.default_rng(1))
-ranking = wb.find_alignment_heads(whisper, STANDARD_PREFIX, speech.audio, speech.words)
-ranking.plot()
-
-# %%
-forced = " " + " ".join(sentence)
-configured = wb.align(whisper, STANDARD_PREFIX, speech.audio, text=forced)
-found = wb.align(whisper, STANDARD_PREFIX, speech.audio, text=forced, heads=ranking, top=6)
-pd.DataFrame({"word": sentence, "true start (s)": [w.start for w in speech.words],
-              "config heads": [w.start for w in configured.words], "6 best heads": [w.start for w in found.words]})
-
-# %%
-found.plot()
+tag_attribution = wb.attribute_tags(model, item.audios[0], prompt, target=item.reference)
+save_notebook_figure(tag_attribution.plot(), "nano_tag_attribution")
 
 # %% [markdown]
-# ## 4 · nano, the embedded Qwen-Audio
-# The same questions for a decoder-only model, where the audio is 40 ms tokens in the LLM's own
-# sequence. nano was trained in miniature (`recipes/train_nano.py`) on a synthetic corpus of
-# espeak-ng speech in five languages, sounds and notes, with the official tags; its evaluation
-# numbers are in `workbench/assets/nano/eval.json`.
+# Over the audio: occlusion of 200 ms windows (five 40 ms tokens), score = log p(reference) with the
+# audio minus with the window occluded. **The baseline matters.** Filling the window with zero vectors
+# (`fill="zeros"`) puts inputs in front of the LLM that it never saw in training (no projected audio
+# token is all zeros), so part of the drop measures "off-distribution input", not "this stretch of
+# audio mattered". Filling with the clip's own **mean audio token** (`fill="mean"`) stays closer to what
+# the LLM knows; we use it and show zeros for contrast. (Noise or a silent clip's tokens are other
+# reasonable baselines; none is neutral, so report which one you used.)
 
 # %%
-nano = wb.load("nano")
-clip = str(english.path)
-asr = wb.preset("librispeech")
-print(asr.render(), "→", repr(nano.generate(asr, [clip], max_new_tokens=24).text))
+display(Audio(item.audios[0], rate=wb.audio.SAMPLE_RATE))
+occlusion = wb.attribute_audio(model, item.audios[0], prompt, method="occlusion", window=5, fill="mean",
+                               target=item.reference)
+save_notebook_figure(occlusion.plot(), "nano_audio_occlusion_mean_fill")
+
+# %%
+zeros = wb.attribute_audio(model, item.audios[0], prompt, method="occlusion", window=5, fill="zeros",
+                           target=item.reference)
+pd.DataFrame({"fill": ["mean", "zeros"], "sum of scores (nats)": [occlusion.scores.sum(), zeros.scores.sum()],
+              "largest drop (nats)": [occlusion.scores.max(), zeros.scores.max()],
+              "at (s)": [occlusion.seconds[occlusion.scores.argmax()], zeros.seconds[zeros.scores.argmax()]],
+              "correlation with mean-fill": [1.0, float(np.corrcoef(occlusion.scores, zeros.scores)[0, 1])]})
 
 # %% [markdown]
-# **Ablation**: every slot dropped, the task swapped, the audio language swapped. Each variant's
-# greedy output, and at the first answer position the KL divergence from the base prompt's
-# next-token distribution and the change in log p of the base output.
+# ## 4 · Exercises
+# **1.** Across the six clips, which dropped slot costs the reference the most log-probability, and is
+# its interval clear of zero?
 
 # %%
-variants = wb.tags.drop_variants(asr) + wb.tags.swap_variants(asr, slot="task") + wb.tags.swap_variants(asr, slot="audio_lang",
-                                                                                                        values=["de", "zh"])
-ablation = wb.ablate(nano, clip, asr, variants=variants, max_new_tokens=16)
-ablation.to_pandas(wide=True)[["output", "kl", "delta_logprob[base output]"]]
-
-# %%
-ablation.plot()
+# Solution
+drops = summary[summary.index.str.startswith("drop")]
+worst = drops["mean"].idxmin()
+low, high = drops.loc[worst, ["ci_low", "ci_high"]]
+print(f"{worst}: Δ log p = {drops.loc[worst, 'mean']:.2f} [{low:.2f}, {high:.2f}] → "
+      f"{'clear of' if high < 0 else 'not clear of'} zero")
+assert drops.loc[worst, "mean"] == drops["mean"].min()
 
 # %% [markdown]
-# **Attribution** over the tag slots (captum: feature ablation and Shapley value sampling, a slot
-# absent = dropped) and over the audio (occlusion of 200 ms windows), both of log p(base output).
+# **2.** Score a label set instead of one transcript: on the first clip, compare log p of the reference
+# with log p of the same sentence with its last word replaced (“… eats” → “… sleeps”) under the base
+# prompt and with the audio language swapped to German. Which prompt separates them better?
 
 # %%
-wb.attribute_tags(nano, clip, asr).plot()
-
-# %%
-wb.attribute_audio(nano, clip, asr, method="occlusion", window=5).plot()
-
-# %% [markdown]
-# **Patching** transcribe → translate (English to German text) in the LLM. The audio positions come
-# before the tags, so their residual stream is identical in both runs: patching them changes nothing,
-# a built-in check. Then each LLM head's output, and one head at a time knocked out (zeroed) in the
-# LLM and in the audio encoder.
-
-# %%
-speech_translate = wb.preset("covost2", src="en", tgt="de").render()
-nano_resid = wb.patch_sweep(nano, asr.render(), speech_translate, clip)
-nano_resid.plot(value="recovery")
-
-# %%
-wb.patch_sweep(nano, asr.render(), speech_translate, clip, what="head").plot(value="recovery")
-
-# %%
-wb.knockout_sweep(nano, asr, clip, stack="llm").plot()
-
-# %%
-wb.knockout_sweep(nano, asr, clip, stack="encoder").plot()
-
-# %% [markdown]
-# **Alignment** through the LLM's self-attention from the text to the audio tokens. nano names no
-# alignment heads, so the head finder picks them on the synthetic sentence first; compare its word
-# starts with Whisper's cross-attention above.
-
-# %%
-nano_ranking = wb.find_alignment_heads(nano, asr, speech.audio, speech.words, text=" ".join(sentence))
-nano_ranking.plot()
-
-# %%
-nano_words = wb.align(nano, asr, speech.audio, text=" ".join(sentence), heads=nano_ranking, top=4)
-nano_words.plot()
-
-# %%
-pd.DataFrame({"word": sentence, "true start (s)": [w.start for w in speech.words],
-              "nano, 4 best heads": [w.start for w in nano_words.words]})
+# Solution
+last = item.reference.split()[-1]
+other = item.reference.rsplit(" ", 1)[0] + (" sleeps" if last != "sleeps" else " eats")
+pair = wb.ablate(model, item.audios[0], prompt, variants=wb.tags.swap_variants(prompt, slot="audio_lang", values=["de"]),
+                 targets={"reference": item.reference, "other": other}, max_new_tokens=4)
+margins = {row.label: row.logprob("reference") - row.logprob("other") for row in pair.rows}
+print({label: round(margin, 2) for label, margin in margins.items()})
