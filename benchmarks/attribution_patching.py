@@ -37,7 +37,7 @@ def main() -> None:
     audio = wb.load_audio(wb.demo.demo_path("speech_en"))
     clean = wb.preset("librispeech", lang="en").render()
     corrupt = clean.replace("<|en|><|notimestamps|>", "<|de|><|notimestamps|>")
-    answer = model.generate(clean, audio).text    # the clean answer, decoded once outside the timed runs
+    answer = model.generate(f"<audio>a</audio>{clean}", [audio]).text   # the clean answer, decoded once, untimed
     attribution_patch(model, clean, corrupt, audio, continuation=answer)        # warm up both paths
     patch_sweep(model, clean, corrupt, audio, what="head", layers=[0], continuation=answer)
     ratios, fast, slow = [], [], []
