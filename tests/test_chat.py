@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
+import torch
 
-from workbench.chat import Chat, response_text
+from workbench.audio import load_audio as wb_load_audio
+from workbench.chat import Chat, grounding_clips, response_text
 from workbench.errors import ChatInputError
 from workbench.models.base import Generation
 from workbench.models.qwen_audio import QwenAudio, load_qwen_audio
-from workbench.tags import ENDOFTEXT_ID, IM_END_ID, IM_START_ID
+from workbench.tags import ENDOFTEXT_ID, IM_END_ID, IM_START_ID, Segment, grounding_segments
+from workbench.tokenizer import audio_refs
 
 N_NEW = 8  # the golden turns were generated greedily with 8 new tokens
 SPEECH, GLASS = "1272-128104-0000.flac", "glass-breaking-151256.mp3"
@@ -160,3 +164,119 @@ def test_base_model_warns(chat_model):
     base = QwenAudio(chat_model.network, chat_model.tokenizer, dataclasses.replace(chat_model.config, chat=False))
     with pytest.warns(UserWarning, match="base Qwen-Audio, trained on tag prompts, not on ChatML"):
         Chat(base)
+
+
+# --- the audio cache: turn n encodes its new clip only, with the numbers of re-encoding ------------
+
+def _check_cache_against_reencoding(model, clips_dir: Path, queries: list[list[dict]], n_new: int, **options) -> None:
+    """Ask the same turns of a caching chat and of a re-encoding one (the official computation) and
+    compare every number, turn by turn."""
+    cached = Chat(model, audio_dir=clips_dir, **options)
+    again = Chat(model, audio_dir=clips_dir, cache_audio=False, **options)
+    assert cached.audio_cache is not None and again.audio_cache is None
+    for number, query in enumerate(queries, start=1):
+        assert cached.ask(query, max_new_tokens=n_new) == again.ask(query, max_new_tokens=n_new), number
+        fast, slow = cached.turns[-1], again.turns[-1]
+        assert fast.generated_ids == slow.generated_ids and fast.input_ids == slow.input_ids, number
+        assert (fast.audios_encoded, slow.audios_encoded) == (1, number), number   # only the new clip
+        clips = [model.read_audio(ref, clips_dir) for ref in audio_refs(fast.raw_text)]
+        inputs = model.inputs(fast.raw_text, audio=clips)   # what model.generate gets in the official chat
+        assert inputs.input_ids[0].tolist() == list(fast.input_ids)
+        stored = [cached.audio_cache.get(clip) for clip in clips]
+        with torch.no_grad():
+            direct = model.encode_audio(inputs).embeds
+            for a, b in zip(stored, direct, strict=True):
+                assert torch.equal(a, b), number                               # tolerance 0
+            logits = model.adapter.interventions.run(inputs, stored, slice(-1, None))
+        reference = model.forward(inputs, logits_to_keep=1).logits[0]
+        torch.testing.assert_close(logits, reference, atol=1e-6, rtol=0)
+        assert int(logits[-1].argmax()) == (list(fast.generated_ids) + [fast.stop_token])[0], number
+    assert len(cached.audio_cache) == len(queries)
+
+
+def test_cache_equals_reencoding_on_the_fixture(chat_model, golden_chat, tiny_dir, shared_audio):
+    queries = [_items(golden["query"]) for golden in golden_chat["turns"]]
+    cached = Chat(chat_model, system=golden_chat["system"], audio_dir=tiny_dir / "clips")
+    for golden, query in zip(golden_chat["turns"], queries):
+        assert cached.ask(query, max_new_tokens=N_NEW) == golden["response"]   # still the official chat
+    assert [turn.audios_encoded for turn in cached.turns] == [1, 1, 1]
+    cached.ask([{"audio": SPEECH}, {"text": "the first clip again?"}], max_new_tokens=N_NEW)
+    assert cached.turns[-1].audios_encoded == 0          # the same samples: nothing to encode
+    queries.append([{"audio": str(shared_audio / "jfk.flac")}, {"text": "and this one?"}])   # absolute path
+    _check_cache_against_reencoding(chat_model, tiny_dir / "clips", queries, N_NEW, system=golden_chat["system"])
+
+
+def test_cache_equals_reencoding_on_nano():
+    import workbench as wb
+
+    model = wb.load("nano", chat=True)
+    clips_dir = wb.demo.demo_path("speech_en").parent
+    queries = [[{"audio": "speech_en.flac"}, {"text": "What is the person saying?"}],
+               [{"audio": "tones_c_major.flac"}, {"text": "What can you hear?"}],
+               [{"audio": "speech_de.flac"}, {"text": "What language is spoken?"}]]
+    _check_cache_against_reencoding(model, clips_dir, queries, 6)
+
+
+def test_official_batching_re_encodes_and_says_why(chat_model, golden_chat, tiny_dir):
+    official = chat_model.with_options(audio_batching="official")
+    with pytest.warns(UserWarning, match="does not cache audio: the model encodes the clips of a prompt as one batch"):
+        chat = Chat(official, system=golden_chat["system"], audio_dir=tiny_dir / "clips")
+    assert chat.audio_cache is None and "audio_batching='separate'" in chat.audio_cache_note
+    for golden in golden_chat["turns"]:
+        chat.ask(_items(golden["query"]), max_new_tokens=N_NEW)
+    assert [turn.audios_encoded for turn in chat.turns] == [1, 2, 3]
+
+
+def test_cache_key_follows_the_encoder_weights(chat_model, tiny_dir):
+    chat = Chat(chat_model, audio_dir=tiny_dir / "clips")
+    chat.ask([{"audio": SPEECH}, {"text": "hi"}], max_new_tokens=2)
+    clip = chat_model.read_audio(SPEECH, tiny_dir / "clips")
+    assert chat.audio_cache.get(clip) is not None
+    with torch.no_grad():
+        chat_model.encoder.proj.weight.add_(0.0)          # an in-place write, as load_state_dict makes
+    assert chat.audio_cache.get(clip) is None
+    chat.ask("and again?", max_new_tokens=2)
+    assert chat.turns[-1].audios_encoded == 1
+    chat.reset()
+    assert len(chat.audio_cache) == 0
+
+
+# --- grounding answers ---------------------------------------------------------------------------
+
+ANSWER = 'The word "middle classes" starts at <|2.33|> seconds and ends at <|3.26|> seconds.'
+
+
+def test_grounding_segments_of_an_answer():
+    assert grounding_segments(ANSWER) == [Segment(2.33, 3.26, "middle classes")]
+    assert grounding_segments("<|0.00|>-<|1.20|> dog barking; <|1.50|>-<|2.05|> glass breaking") == [
+        Segment(0.0, 1.2, "dog barking"), Segment(1.5, 2.05, "glass breaking")]
+    assert grounding_segments("a dog <|3.00|> to <|1.00|>") == [Segment(3.0, 1.0, "a dog")]   # kept as written
+    assert grounding_segments("no time at all") == []
+    with pytest.warns(UserWarning, match=r"3 time tags: the last, <\|3.00\|>, has no end tag"):
+        assert grounding_segments("x <|1.00|> <|2.00|> y <|3.00|>") == [Segment(1.0, 2.0, "x")]
+
+
+def test_grounding_clips_cut_and_written(shared_audio, tmp_path):
+    audio = wb_load_audio(shared_audio / "1272-128104-0000.flac")
+    clips = grounding_clips(ANSWER, audio, tmp_path, stem="middle")
+    np.testing.assert_array_equal(clips[0], audio[37280:52160])          # 2.33 s · 16 kHz … 3.26 s · 16 kHz
+    written, rate = soundfile.read(tmp_path / "middle_1.wav", dtype="float32")
+    assert rate == 16000 and np.array_equal(written, clips[0])
+    with pytest.raises(ValueError, match="runs from 3.00 s to 1.00 s: it holds no audio"):
+        grounding_clips("x <|3.00|> <|1.00|>", audio)
+    with pytest.raises(ValueError, match="ends at 29.00 s, after the clip's end at 5.86 s"):
+        Segment(1.0, 29.0, "x").cut(audio)
+
+
+def test_plot_grounding_shades_the_segments_on_the_mel(shared_audio):
+    from workbench.audio import log_mel
+    from workbench.figures.tasks import SPAN_GID, plot_grounding
+
+    audio = wb_load_audio(shared_audio / "1272-128104-0000.flac")
+    fig = plot_grounding(log_mel(audio), ANSWER, truth=[Segment(2.33, 3.26, "middle classes")],
+                         seconds=len(audio) / 16000)
+    shaded = [p for p in fig.axes[0].patches if p.get_gid() == SPAN_GID]
+    assert len(shaded) == 1
+    x0, x1 = sorted({x for x, _ in shaded[0].get_xy()})
+    assert (x0, x1) == pytest.approx((2.33, 3.26))
+    assert len(fig.axes) == 3                                             # mel, answer strip, truth strip

@@ -11,10 +11,16 @@ Each `ask`:
 2. the ChatML prompt of the whole conversation is built by `tokenizer.chat_context`, the official
    `make_context`: system, history turns, query, `<|im_start|>assistant\\n`; the oldest turns are
    dropped when the history passes 6144 tokens (with a warning; the official code is silent);
-3. every audio still in the prompt is decoded and encoded again, history included: the official
-   chat keeps no audio cache, so turn n runs the encoder over all the clips of turns 1…n. That is
-   slow on long conversations, but it is what the published model computes; with the model's
-   `audio_batching="official"` the clips are even encoded as one batch and influence each other;
+3. every audio still in the prompt is decoded, and its embeddings are taken from the chat's
+   `AudioCache` when an earlier turn encoded the same samples: turn n runs the encoder over its new
+   clips only. The official chat keeps no cache and encodes the clips of turns 1…n again at every
+   turn; with per-clip encoding (the model's default `audio_batching="separate"`) an audio's
+   embeddings depend on its own samples only, so the cached ones are bit-identical to re-encoded
+   ones and the chat computes the same numbers (tests/test_chat.py). With `audio_batching="official"`
+   the clips of a prompt are encoded as one batch and influence each other (a shorter clip reads
+   the padding of the longest): an embedding then depends on the other clips of the turn, a cache
+   cannot be exact, and the chat re-encodes everything as the official code does (it warns once,
+   and `audio_cache` is None with the reason in `audio_cache_note`). `cache_audio=False` re-encodes too;
 4. greedy decoding until `<|im_end|>`, `<|im_start|>` or `<|endoftext|>` (the official chat samples
    with top_p 0.5 by default; its evaluation and the golden fixtures decode greedily);
 5. the response is post-processed as the official `decode_tokens` does for ChatML (see `response_text`),
@@ -22,24 +28,33 @@ Each `ask`:
 
 The native model equals the official one up to 2048 positions (`ContextTooLongError` beyond), so a
 conversation ends there, well before the 6144-token window.
+
+Grounding answers ("starts at <|2.33|> seconds and ends at <|3.26|> seconds") are read into
+`workbench.tags.Segment`s by `workbench.tags.grounding_segments`; `grounding_clips` cuts those
+segments out of the clip (and writes them as WAV files when given a folder), and
+`workbench.figures.tasks.plot_grounding` draws them on the clip's log-mel.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import soundfile
 import torch
 
 from workbench.analysis.capabilities import require
-from workbench.audio import audio_span_tokens
+from workbench.audio import MIN_SAMPLES, SAMPLE_RATE, audio_span_tokens, load_audio, log_mel
+from workbench.audio_checks import check_min_length
 from workbench.errors import ChatInputError
-from workbench.models.base import AudioLM, Generation, ModelInputs
+from workbench.models.base import AudioLM, AudioSpan, Generation, ModelInputs
+from workbench.tags import Segment, grounding_segments
 from workbench.tokenizer import DEFAULT_SYSTEM, MAX_WINDOW, QwenAudioTokenizer, audio_refs, from_list_format
 
-__all__ = ["Chat", "ChatInputError", "ChatTurn", "response_text"]
+__all__ = ["AudioCache", "Chat", "ChatInputError", "ChatTurn", "grounding_clips", "response_text"]
 
 NUMBERINGS = ("per_message", "conversation")
 ITEM_KEYS = ("audio", "text")
@@ -57,6 +72,7 @@ class ChatTurn:
     stop_token: int | None                # None: max_new_tokens was reached
     response: str                         # after the official post-processing
     dropped_turns: int                    # oldest history turns left out of the 6144-token window
+    audios_encoded: int = 0               # clips run through the encoder for this turn (the rest were cached)
 
 
 def response_text(tokenizer: QwenAudioTokenizer, generation: Generation) -> str:
@@ -76,6 +92,78 @@ def response_text(tokenizer: QwenAudioTokenizer, generation: Generation) -> str:
     return tokenizer.decode(ids, keep_tags=True).strip()
 
 
+class AudioCache:
+    """Audio embeddings by clip content, for one model: an audio the conversation already encoded is
+    looked up, not encoded again.
+
+    The key is the sha256 of the decoded float32 samples (so a file read with other audio options,
+    e.g. another decoder, is another clip) and the encoder's settings: its config, the model's
+    `audio_batching`, dtype, device, and the version counters of its weights (an in-place edit of a
+    weight, e.g. `load_state_dict`, makes every entry stale). Forward hooks put on the encoder are not
+    seen: call `clear()` after adding or removing one. Only per-clip encoding can be cached exactly;
+    `Chat` does not use a cache with `audio_batching="official"`.
+    """
+
+    def __init__(self, model: AudioLM):
+        self.model = model
+        self._embeds: dict[tuple[str, tuple], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._embeds)
+
+    def clear(self) -> None:
+        self._embeds.clear()
+
+    def settings(self) -> tuple:
+        """What the embeddings depend on besides the samples."""
+        encoder = self.model.encoder
+        weights = list(encoder.parameters()) + list(encoder.buffers())
+        # `_version` counts in-place writes to a tensor: cheap to read, and it moves on any weight edit.
+        return (encoder.config, self.model.audio_batching, str(weights[0].dtype), str(weights[0].device),
+                id(encoder), sum(w._version for w in weights))
+
+    def key(self, clip: np.ndarray) -> tuple[str, tuple]:
+        samples = np.ascontiguousarray(clip, dtype=np.float32)
+        return hashlib.sha256(samples.tobytes()).hexdigest(), self.settings()
+
+    def get(self, clip: np.ndarray) -> torch.Tensor | None:
+        """The cached embeddings of `clip` (n_positions, d), or None."""
+        return self._embeds.get(self.key(clip))
+
+    @torch.no_grad()
+    def embeds(self, inputs: ModelInputs, clips: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], int]:
+        """Per audio of `inputs` (whose spans need no mel), its embeddings, and how many clips were
+        encoded. Only the clips of this prompt stay cached: a turn dropped from the window never
+        comes back, and a clip asked about again later is encoded again."""
+        keys = [self.key(clip) for clip in clips]
+        new = {key: i for i, key in reversed(list(enumerate(keys))) if key not in self._embeds}
+        if new:
+            mels = log_mel([clips[i] for i in new.values()])   # per clip, as if each were computed alone
+            spans = [replace(inputs.audios[i], mel=mel) for i, mel in zip(new.values(), mels)]
+            # separate batching: each clip runs through the encoder on its own, as the full prompt would
+            encoded = self.model.adapter.splice.encode_audio(replace(inputs, audios=spans))
+            self._embeds.update(zip(new, encoded))
+        self._embeds = {key: self._embeds[key] for key in keys}
+        return [self._embeds[key] for key in keys], len(new)
+
+
+def grounding_clips(answer: str | Sequence[Segment], audio: Any, folder: str | Path | None = None, *,
+                    stem: str = "segment") -> list[np.ndarray]:
+    """The segments of a grounding answer (its text, or `grounding_segments` of it) cut out of
+    `audio` (16 kHz samples, or a path read by `load_audio`); with `folder`, each is also written as
+    `{stem}_{k}.wav` (16 kHz float WAV, k from 1). A segment that runs backwards or past the clip is
+    an error (`Segment.cut`), nothing is clipped silently."""
+    segments = grounding_segments(answer) if isinstance(answer, str) else list(answer)
+    samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
+    clips = [segment.cut(samples) for segment in segments]
+    if folder is not None:
+        folder = Path(folder).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, clip in enumerate(clips, start=1):
+            soundfile.write(folder / f"{stem}_{k}.wav", clip, SAMPLE_RATE, subtype="FLOAT")
+    return clips
+
+
 class Chat:
     """A conversation with a Qwen-Audio(-Chat) model; `history` is what the official `chat()` keeps.
 
@@ -84,11 +172,15 @@ class Chat:
     space_after_colon: `Audio 1: <audio>` (the SFT data) instead of `Audio 1:<audio>` (the builder).
     audio_dir: the folder relative audio paths are read from (default: the working directory).
     history: earlier (query, response) pairs to continue from. max_window: history budget in tokens.
+    cache_audio: keep the audio embeddings of earlier turns (`AudioCache`) so a turn encodes its new
+    clips only; exact with per-clip encoding, and off (re-encoding, with a warning) when the model
+    encodes a prompt's clips as one batch (`audio_batching="official"`). `audio_cache_note` says why
+    a chat re-encodes.
     """
 
     def __init__(self, model: AudioLM, system: str = DEFAULT_SYSTEM, *, numbering: str = "per_message",
                  space_after_colon: bool = False, audio_dir: str | Path | None = None,
-                 history: Sequence[tuple[str, str]] = (), max_window: int = MAX_WINDOW):
+                 history: Sequence[tuple[str, str]] = (), max_window: int = MAX_WINDOW, cache_audio: bool = True):
         require(model, "Chat")   # a family that writes the official ChatML context (Qwen-Audio)
         if model.family != "qwen-audio-chat":
             warnings.warn("this is the base Qwen-Audio, trained on tag prompts, not on ChatML: its replies to a "
@@ -105,6 +197,17 @@ class Chat:
         self.audio_dir = None if audio_dir is None else Path(audio_dir).expanduser()
         self._history: list[tuple[str, str]] = [_checked_turn(turn) for turn in history]
         self.turns: list[ChatTurn] = []
+        self.audio_cache: AudioCache | None = None
+        self.audio_cache_note = "cache_audio=False: every turn encodes every clip again, as the official chat()"
+        if cache_audio and getattr(model, "audio_batching", None) == "official":
+            self.audio_cache_note = ("the model encodes the clips of a prompt as one batch (audio_batching="
+                                     "'official'), where each clip's embeddings depend on the others: cached "
+                                     "embeddings would differ from the official ones, so every turn encodes every "
+                                     "clip again; load with audio_batching='separate' to cache them exactly")
+            warnings.warn(f"Chat does not cache audio: {self.audio_cache_note}", UserWarning, stacklevel=2)
+        elif cache_audio:
+            self.audio_cache = AudioCache(model)
+            self.audio_cache_note = "per-clip encoding: each turn encodes its new clips only (exact)"
 
     @property
     def history(self) -> list[tuple[str, str]]:
@@ -115,22 +218,34 @@ class Chat:
         """Forget the conversation (history and turns); the model and options stay."""
         self._history.clear()
         self.turns.clear()
+        if self.audio_cache is not None:
+            self.audio_cache.clear()
 
     def ask(self, query: str | Sequence[Mapping[str, str | Path]], *, max_new_tokens: int = 512) -> str:
         """Send one message; returns the response and appends (query, response) to the history."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r}: give a positive int")
         text = self.query_text(query)
         tokenizer = self.model.adapter.chat
-        samples = [self._read(ref) for ref in self._conversation_refs(text)]
+        refs = self._conversation_refs(text)
+        samples = [self._read(ref) for ref in refs]
+        for ref, clip in zip(refs, samples):
+            check_min_length(len(clip), MIN_SAMPLES, f"audio {ref!r}", "Qwen-Audio")
         spans = [audio_span_tokens(len(clip)) for clip in samples]
         context = tokenizer.chat_context(text, self._history, self.system, spans, self.max_window)
         kept = self._kept(samples, context.dropped_turns)
-        inputs = self._inputs(context.raw_text, context.ids, kept)
-        generation = self.model.generate(inputs, max_new_tokens=max_new_tokens)
+        if self.audio_cache is None:
+            generation = self.model.generate(self._inputs(context.raw_text, context.ids, kept),
+                                             max_new_tokens=max_new_tokens)
+            encoded = len(kept)
+        else:
+            generation, encoded = self._generate_cached(context, kept, max_new_tokens)
         response = response_text(tokenizer, generation)
         self.turns.append(ChatTurn(
             query=text, raw_text=context.raw_text, input_ids=tuple(context.ids),
             audio_span_tokens=tuple(context.audio_span_tokens), generated_ids=tuple(generation.ids),
-            stop_token=generation.stop_token, response=response, dropped_turns=context.dropped_turns))
+            stop_token=generation.stop_token, response=response, dropped_turns=context.dropped_turns,
+            audios_encoded=encoded))
         self._history.append((text, response))
         return response
 
@@ -183,6 +298,22 @@ class Chat:
         starts = [i for i, token in enumerate(ids) if token == self.model.tokenizer.audio_start_id]
         audios = [replace(audio, start=start) for audio, start in zip(built.audios, starts, strict=True)]
         return ModelInputs(text=raw_text, input_ids=torch.tensor([ids]), audios=audios)
+
+    @torch.no_grad()
+    def _generate_cached(self, context: Any, clips: list[np.ndarray], max_new_tokens: int) -> tuple[Generation, int]:
+        """Greedy decoding on make_context's ids with the audio from the cache (new clips encoded):
+        the same embeddings, spliced and decoded by the same code as `model.generate`."""
+        start_id = self.model.tokenizer.audio_start_id
+        starts = [i for i, token in enumerate(context.ids) if token == start_id]
+        spans = [AudioSpan(source=ref, n_samples=len(clip), start=start, n_positions=n)
+                 for ref, clip, start, n in zip(context.audio_refs, clips, starts, context.audio_span_tokens,
+                                                strict=True)]
+        inputs = ModelInputs(text=context.raw_text, input_ids=torch.tensor([context.ids]), audios=spans)
+        embeds, encoded = self.audio_cache.embeds(inputs, clips)
+        ids = self.model.adapter.interventions.greedy(inputs, embeds, max_new_tokens)
+        stop = ids[-1] if ids and ids[-1] in self.model.stop_ids(inputs) else None
+        ids = ids[:-1] if stop is not None else ids
+        return Generation(ids=ids, text=self.model.decode(ids), prompt_length=inputs.length, stop_token=stop), encoded
 
 
 def _checked_item(item: object, index: int) -> dict[str, str]:

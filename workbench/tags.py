@@ -382,3 +382,55 @@ def permute_variants(p: TagPrompt, exhaustive: bool = False) -> list[TagVariant]
             seen.add(text)
             variants.append(_variant(label, order))
     return variants
+
+
+# ---------------------------------------------------------------------------------------------
+# Time tags in answers: Qwen-Audio-Chat grounds a phrase as "starts at <|2.33|> seconds and ends at
+# <|3.26|> seconds". (SRWT transcripts, where one tag ends a word and starts the next, are read by
+# `workbench.evaluation.metrics_timestamps.parse_timed_words`.)
+TIME_TAG = re.compile(r"<\|(\d{1,2}\.\d{2})\|>")   # the 3001 time tokens, <|0.00|> … <|30.00|>
+_QUOTED = re.compile(r"[\"“']([^\"”']+)[\"”']")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A time span of a clip named in an answer: seconds from the clip's start, and what it holds."""
+
+    start: float
+    end: float
+    text: str
+
+    def cut(self, audio: Sequence[float], rate: int = 16000):
+        """The samples of `audio` (1-D, `rate` Hz) from start to end; a segment that runs backwards
+        or past the clip's end is an error (model answers do both), never clipped silently."""
+        first, stop = round(self.start * rate), round(self.end * rate)
+        if stop <= first:
+            raise ValueError(f"segment {self.text!r} runs from {self.start:.2f} s to {self.end:.2f} s: it holds no "
+                             "audio (the answer's times go backwards); swap or skip it")
+        if stop > len(audio):
+            raise ValueError(f"segment {self.text!r} ends at {self.end:.2f} s, after the clip's end at "
+                             f"{len(audio) / rate:.2f} s: give the clip the answer is about, or skip the segment")
+        return audio[first:stop]
+
+
+def grounding_segments(text: str) -> list[Segment]:
+    """The time segments of a grounding answer: its time tags read in pairs (start, end).
+
+    A segment's text is the quoted phrase before its start tag (`The word "middle classes" starts
+    at <|2.33|> …`), else the text between the previous segment and its start tag, else the text after
+    its end tag (`<|0.00|>-<|1.20|> dog barking`), stripped. An odd last tag has no end: it is left out
+    with a warning. Times are kept as written, including a pair that runs backwards.
+    """
+    pieces = TIME_TAG.split(text)   # text, time, text, time, …, text
+    times, texts = [float(t) for t in pieces[1::2]], pieces[0::2]
+    if len(times) % 2:
+        warnings.warn(f"the answer has {len(times)} time tags: the last, <|{times[-1]:.2f}|>, has no end tag and is "
+                      "left out of the segments", UserWarning, stacklevel=2)
+    segments, taken = [], False   # taken: the text before this pair labelled the previous one
+    for k in range(len(times) // 2):
+        before, after = ("" if taken else texts[2 * k].strip()), texts[2 * k + 2].strip()
+        quoted = _QUOTED.findall(before)
+        label = quoted[-1] if quoted else before.strip(" .,;:-–")
+        label, taken = (label, False) if label else (after, True)
+        segments.append(Segment(times[2 * k], times[2 * k + 1], label.strip(" .,;:-–")))
+    return segments

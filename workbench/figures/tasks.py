@@ -13,6 +13,7 @@ know nothing of models or scorers:
 | grouped bars with their values written on | S2TT BLEU per pair, AQA yes/no vs open | `plot_bars` |
 | generated captions beside their references, with a per-clip score | AAC | `plot_captions` |
 | labelled time spans (words, grounding answers) under the clip's log-mel | SRWT, chat | `plot_spans_on_mel` (`spans_table`) |
+| a grounding answer's segments shaded on the log-mel, beside the truth | chat | `plot_grounding` |
 
 Time axes are in seconds (10 ms a mel frame). Labels the style's font cannot draw (the bundled DejaVu
 Sans has no CJK glyphs) are written as `#k`, their place in the row (`spans_table` lists what each stands
@@ -35,6 +36,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from workbench.figures.style import CMAP_MEL, LINE_COLOR, SQUARE, STYLE, WIDE, publication_style
+from workbench.tags import Segment, grounding_segments
 
 OTHER = "(other)"              # the confusion-matrix column for outputs outside the label set
 MEL_SECONDS_PER_FRAME = 0.01   # 160 samples at 16 kHz
@@ -292,6 +294,23 @@ def plot_spans_on_mel(mel: Any, rows: Mapping[str, Sequence[Span]], *, seconds: 
         if r == n_rows - 1:
             ax.set_xlabel("time (s)")
     fig.suptitle(title or f"log-mel · {span_s:.2f} s")
+    return fig
+
+
+@publication_style()
+def plot_grounding(mel: Any, answer: str | Sequence[Segment], *, truth: Sequence[Segment] = (),
+                   seconds: float | None = None, title: str | None = None) -> Figure:
+    """A grounding answer on the clip's log-mel: each segment of `answer` (its text, read by
+    `workbench.tags.grounding_segments`, or the segments) shaded on the mel and boxed with its text in
+    a strip under it, beside the `truth` segments when given (`plot_spans_on_mel` draws the strips)."""
+    segments = grounding_segments(answer) if isinstance(answer, str) else list(answer)
+    rows = {"answer": [(s.text, s.start, s.end) for s in segments]}
+    if truth:
+        rows["truth"] = [(s.text, s.start, s.end) for s in truth]
+    fig = plot_spans_on_mel(mel, rows, seconds=seconds, title=title or f"{len(segments)} grounded segment(s)")
+    for s in segments:   # on the mel itself, where the answer says the phrase is
+        color = BACKWARDS_COLOR if s.end < s.start else "C0"
+        fig.axes[0].axvspan(min(s.start, s.end), max(s.start, s.end), color=color, alpha=0.25, gid=SPAN_GID)
     return fig
 
 
