@@ -9,11 +9,20 @@ Needs a CUDA device with ≥ 24 GB and ~20 GB of free disk. Steps, all in one ru
    a decoding step is (decoding − prefill) / (tokens − 1);
 4. baseline, same run: one pass reading every weight on the GPU (`sum` of each parameter). A
    decoding step reads every LLM weight once, so `decode step ÷ weight pass` says how close decoding
-   runs to the memory bandwidth (1.0 would be the bound).
+   runs to the memory bandwidth (1.0 would be the bound);
+5. the analysis sweeps at this size, each timed once after the warm-up above, with the peak GPU memory
+   each reaches and `memory_plan`'s prediction of what it holds (`workbench.analysis.memory`):
+   - tag ablation: `ablate(..., variants="drop")` on the same clip (6 drop variants + the base,
+     greedy outputs of --sweep-tokens tokens and their log-probabilities, packed on the shared
+     audio prefix);
+   - activation patching: `patch_sweep` of the residual stream, every LLM layer × the position
+     groups audio / tags / text, from the German ASR prompt into the German→English translation
+     prompt, scored by log p of the source's greedy output (--sweep-tokens tokens).
 The weights are random, so the tokens are noise; greedy decoding of noise can also hit a stop token
 early: the report counts the tokens actually generated.
 
     python benchmarks/gpu_full_size.py [--keep DIR] [--tiktoken PATH] [--audio PATH] [--new-tokens 128]
+                                      [--sweep-tokens 16] [--no-sweeps]
     python benchmarks/gpu_full_size.py --dry-run     # the same steps on tiny sizes, CPU allowed
 
 Without a CUDA device (and without --dry-run) it says so and exits with status 0 ("skipped"), so that
@@ -31,6 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.analysis.ablation import ablate
+from workbench.analysis.memory import memory_plan
+from workbench.analysis.patching import patch_sweep
 from workbench.audio import N_SAMPLES, audio_span_tokens, load_audio
 from workbench.demo import demo_path
 from workbench.models.qwen_audio import load_qwen_audio
@@ -62,6 +74,33 @@ def timed(device: torch.device, run) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def peak_gb(gpus: list[torch.device], run) -> tuple[float, float | None, object]:
+    """Seconds, peak GPU memory (GB, all devices) and the result of `run`."""
+    for gpu in gpus:
+        torch.cuda.reset_peak_memory_stats(gpu)
+    seconds, result = timed(gpus[0] if gpus else torch.device("cpu"), run)
+    return seconds, (sum(torch.cuda.max_memory_allocated(gpu) for gpu in gpus) / 1e9 if gpus else None), result
+
+
+def sweeps(model, clip: np.ndarray, gpus: list[torch.device], new_tokens: int) -> dict:
+    """Time a tag-ablation sweep and a residual patching sweep (step 5 of the module docstring)."""
+    asr = preset("librispeech")
+    ablate_s, ablate_peak, ablation = peak_gb(gpus, lambda: ablate(model, clip, asr, "drop",
+                                                                   max_new_tokens=new_tokens))
+    source, target = preset("librispeech", lang="de"), preset("covost2", src="de", tgt="en")
+    patch_s, patch_peak, patching = peak_gb(gpus, lambda: patch_sweep(model, source, target, clip, what="resid",
+                                                                      max_new_tokens=new_tokens))
+    length = model.inputs(asr, audio=clip).length
+    plan = memory_plan(model, length + new_tokens, len(clip) / 16000).set_index("item")
+    return {"ablate_variants": len(ablation.variants) + 1, "ablate_s": ablate_s, "ablate_peak_gpu_gb": ablate_peak,
+            "ablate_prefix_kv_gb_planned": plan.loc["shared audio prefix: keys and values", "bytes"] / 1e9,
+            "patch_runs": int(np.prod(patching.scores.shape)), "patch_s": patch_s,
+            "patch_s_per_run": patch_s / max(1, int(np.prod(patching.scores.shape))),
+            "patch_peak_gpu_gb": patch_peak,
+            "patch_recorded_gb_planned": plan.loc["source activations, what='resid' or 'head' (all layers)", "bytes"]
+            / 1e9}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="write (or reuse) the checkpoint here instead of a temp dir")
@@ -70,6 +109,9 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=128, help="greedy tokens to time (default 128)")
     parser.add_argument("--device-map", action="store_true",
                         help="spread the model over every visible GPU (device_map='auto') instead of one")
+    parser.add_argument("--sweep-tokens", type=int, default=16,
+                        help="greedy tokens of the ablation and patching sweeps (default 16)")
+    parser.add_argument("--no-sweeps", action="store_true", help="skip step 5 (ablation and patching sweeps)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script runs")
     args = parser.parse_args()
     if args.dry_run:
@@ -108,6 +150,7 @@ def main() -> int:
         weight_pass_s, _ = timed(device, lambda: [p.sum() for p in read_per_step])
         n_new = len(generation.ids) + (generation.stop_token is not None)
         step_s = (generate_s - prefill_s) / (n_new - 1) if n_new > 1 else None
+        swept = {} if args.no_sweeps else sweeps(model, clip, gpus, args.sweep_tokens)
 
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -118,6 +161,7 @@ def main() -> int:
         "prompt_positions": inputs.length, "prefill_s": prefill_s, "new_tokens": n_new,
         "generate_s": generate_s, "tokens_per_s": n_new / generate_s, "decode_step_s": step_s,
         "weight_pass_s": weight_pass_s, "decode_step_over_weight_pass": step_s and step_s / weight_pass_s,
+        **swept,
     }
     print(json.dumps(result, indent=1))
     return 0
