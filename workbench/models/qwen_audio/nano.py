@@ -61,6 +61,11 @@ def load_nano(path: str | Path | None = None, **options: Any):
     Options are those of `load_qwen_audio` (dtype, device, attn, audio_batching, …); float32 on CPU
     by default, computed from the float16 weights on disk."""
     directory = NANO_DIR if path is None else Path(path)
+    if directory == NANO_V2_DIR and not (directory / "model.safetensors").is_file():
+        raise CheckpointFileNotFoundError(
+            f"nano v2 is not shipped in this version ({directory} is empty): it has not yet passed its gates "
+            "(recipes/v2/README.md). Train it with `python recipes/v2/run_v2.py --root runs/v2`, ship it with "
+            "`python recipes/v2/package_v2.py --root runs/v2`, or pass a trained run's directory to workbench.load")
     if not (directory / "model.safetensors").is_file():
         raise CheckpointFileNotFoundError(
             f"{directory} holds no model.safetensors: the nano checkpoint is missing from the package; "
