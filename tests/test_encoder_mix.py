@@ -106,3 +106,13 @@ def test_a_mixed_checkpoint_writes_loads_and_saves_in_the_official_layout(tmp_pa
 def test_a_bad_layer_mix_config_is_one_clear_error(audio, says):
     with pytest.raises(ValueError, match=says):
         EncoderConfig.from_official(AUDIO | audio)
+
+
+def test_nano_v2_while_not_shipped_says_how_to_train_and_ship_it():
+    import workbench as wb
+    from workbench.errors import CheckpointFileNotFoundError
+    from workbench.models.qwen_audio.nano import NANO_V2_DIR
+    if (NANO_V2_DIR / "model.safetensors").is_file():
+        pytest.skip("nano v2 is shipped: tests/test_nano_v2.py checks it")
+    with pytest.raises(CheckpointFileNotFoundError, match="not shipped.*run_v2.py.*package_v2.py"):
+        wb.load("nano-v2")
