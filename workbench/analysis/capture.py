@@ -284,6 +284,14 @@ def _attention_switched(root: nn.Module, needed: bool) -> Iterator[None]:
         yield
         return
     _register()
+    with attention_implementation(root, CAPTURE_ATTENTION):
+        yield
+
+
+@contextlib.contextmanager
+def attention_implementation(root: nn.Module, name: str) -> Iterator[None]:
+    """Every transformers config under `root` computes attention with the registered function `name`
+    for the block, then is restored (capture's eager copy, edge knockout's masked SDPA)."""
     configs: dict[int, PreTrainedConfig] = {}
     for module in root.modules():   # pre-order: a parent config comes before its sub-configs
         config = getattr(module, "config", None)
@@ -292,7 +300,7 @@ def _attention_switched(root: nn.Module, needed: bool) -> Iterator[None]:
     before = [(config, config._attn_implementation) for config in configs.values()]
     try:
         for config, _ in before:
-            config._attn_implementation = CAPTURE_ATTENTION
+            config._attn_implementation = name
         yield
     finally:
         # Restoring a parent resets its sub-configs too; parents come first, so each ends as it was.

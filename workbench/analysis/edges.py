@@ -46,11 +46,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from transformers import AttentionInterface, PreTrainedConfig
+from transformers import AttentionInterface
 from transformers.integrations import sdpa_attention  # read at call time: a replaced SDPA function is seen
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from workbench.analysis.capabilities import require
+from workbench.analysis.capture import attention_implementation
 from workbench.analysis.interventions import answer_rows, check_layer, logprob, prompt_inputs
 from workbench.analysis.patching import Scorer, _scorer, _strip_stop
 from workbench.analysis.positions import label_positions
@@ -171,20 +172,10 @@ def blocking(adapter: Adapter, blocks: dict[nn.Module, torch.Tensor], cross: set
     AttentionMaskInterface.register(EDGE_ATTENTION, sdpa_mask)
     for module, matrix in blocks.items():
         _BLOCKS[module] = _Block(matrix, module in cross)
-    configs: dict[int, PreTrainedConfig] = {}
-    for module in adapter.root.modules():   # pre-order: a parent config comes before its sub-configs
-        config = getattr(module, "config", None)
-        if isinstance(config, PreTrainedConfig):
-            configs.setdefault(id(config), config)
-    before = [(config, config._attn_implementation) for config in configs.values()]
     try:
-        for config, _ in before:
-            config._attn_implementation = EDGE_ATTENTION
-        yield
+        with attention_implementation(adapter.root, EDGE_ATTENTION):
+            yield
     finally:
-        for config, implementation in before:   # a parent resets its sub-configs too; parents come first
-            if config._attn_implementation != implementation:
-                config._attn_implementation = implementation
         for module in blocks:
             _BLOCKS.pop(module, None)
 
