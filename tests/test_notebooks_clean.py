@@ -143,7 +143,7 @@ def test_a_failing_cell_fails_loudly_and_leaves_no_figures(tmp_path):
     save = ("from matplotlib.figure import Figure\n"
             "from workbench.figures.style import save_notebook_figure\n"
             "save_notebook_figure(Figure(), 'written_before_the_error')")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(save), nbformat.v4.new_code_cell("x / 0")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(save), nbformat.v4.new_code_cell("x = 1\nx / 0")])
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "broken.ipynb"
     nbformat.write(nb, path)
