@@ -1,14 +1,19 @@
-"""A 5-turn chat with a new 30 s clip each turn: the audio cache against re-encoding every turn (goal ≥ 3×).
+"""A 5-turn chat with a new 30 s clip each turn: three chats against each other (goal: turn 5 ≥ 3×).
 
-`Chat` keeps the embeddings of the clips it has encoded (`workbench.chat.AudioCache`), so turn n
-runs the encoder on its own clip only; `Chat(..., cache_audio=False)` re-encodes the clips of turns
-1…n at turn n, as the official `model.chat()` does. Both chats get the same five questions in the same
-process; the sides alternate turn by turn (so that load from other processes hits both alike), and
-the generated ids must be identical at every turn (they are computed from bit-identical embeddings).
-Reported: turn 5 on each side and their ratio, and the whole conversation, in wall seconds and in
-this process's CPU seconds (`time.process_time`, all its threads): on a machine loaded by other jobs the
-wall time of a turn mostly measures the waiting (the first run, at a load average of 22 on 2 cores,
-took longer for turn 1 with the cache than without, the same work), the CPU time what the turn costs.
+    re-encode   `Chat(..., cache_audio=False)`: every turn encodes the clips of turns 1…n again and runs the
+                LLM over the whole conversation, as the official `model.chat()` does;
+    audio       `Chat(..., reuse_kv=False)`: the embeddings of earlier clips from the `AudioCache` (turn n
+                encodes its own clip only), the LLM still over the whole conversation;
+    audio+kv    `Chat(...)` (the default): also the LLM's keys and values of the previous turn
+                (`workbench.chat_kv`), so turn n runs the LLM on its new positions only.
+The three chats get the same five questions in the same process; the order of the sides rotates turn
+by turn (so that load from other processes hits all alike), and the generated ids must be identical
+at every turn (re-encode and audio are bit-identical, asserted; audio+kv equals them up to float rounding,
+so a differing id there is reported in `kv_ids_identical_per_turn` and makes the exit status 1).
+Reported: turn 5 of each side and its ratio to re-encode, and the whole conversation, in wall seconds
+and in this process's CPU seconds (`time.process_time`, all its threads): on a machine loaded by other
+jobs the wall time of a turn mostly measures the waiting, the CPU time what the turn costs (there, use
+`--threads 1`: two threads on two busy cores multiplied every side's CPU seconds by 2-6, RESULTS.md).
 
 Clips: five 30 s windows built from ../shared/audio: three cut from the 96 s piano piece
 (music.wav), the JFK speech looped, and the LibriSpeech, Spanish and Chinese clips joined and
@@ -88,35 +93,47 @@ def main() -> int:
         for k, clip in enumerate(thirty_second_clips(SHARED / "audio"), start=1):
             soundfile.write(scratch / f"clip{k}.wav", clip, SAMPLE_RATE, subtype="FLOAT")
             names.append(f"clip{k}.wav")
-        chats = {"cache": Chat(model, audio_dir=scratch), "re-encode": Chat(model, audio_dir=scratch, cache_audio=False)}
+        chats = {"re-encode": Chat(model, audio_dir=scratch, cache_audio=False),
+                 "audio": Chat(model, audio_dir=scratch, reuse_kv=False),
+                 "audio+kv": Chat(model, audio_dir=scratch)}
+        assert chats["audio+kv"].kv_cache is not None, chats["audio+kv"].kv_note
         seconds: dict[str, list[float]] = {side: [] for side in chats}
         cpu: dict[str, list[float]] = {side: [] for side in chats}
+        same_ids: list[bool] = []
         for turn, (name, question) in enumerate(zip(names, QUESTIONS), start=1):
-            order = list(chats) if turn % 2 else list(chats)[::-1]   # alternate which side goes first
-            for side in order:
+            sides = list(chats)
+            for side in sides[turn % 3:] + sides[:turn % 3]:   # rotate which side goes first
                 start, start_cpu = time.perf_counter(), time.process_time()
                 chats[side].ask([{"audio": name}, {"text": question}], max_new_tokens=args.new_tokens)
                 seconds[side].append(time.perf_counter() - start)
                 cpu[side].append(time.process_time() - start_cpu)
-            fast, slow = (chats[side].turns[-1] for side in chats)
-            assert fast.generated_ids == slow.generated_ids, f"turn {turn}: the generated ids differ"
-            print(f"turn {turn}: {fast.input_ids.__len__()} positions, encoded {fast.audios_encoded} vs "
-                  f"{slow.audios_encoded} clips: cache {seconds['cache'][-1]:.2f} s ({cpu['cache'][-1]:.2f} s CPU), "
-                  f"re-encode {seconds['re-encode'][-1]:.2f} s ({cpu['re-encode'][-1]:.2f} s CPU)", flush=True)
+            turns = {side: chat.turns[-1] for side, chat in chats.items()}
+            # re-encode and audio compute bit-identical numbers; audio+kv up to rounding (a near-tie could
+            # flip an id, which is reported rather than ending a long run)
+            assert turns["re-encode"].generated_ids == turns["audio"].generated_ids, f"turn {turn}: the ids differ"
+            same_ids.append(turns["audio+kv"].generated_ids == turns["audio"].generated_ids)
+            print(f"turn {turn}: {len(turns['re-encode'].input_ids)} positions; " + "; ".join(
+                f"{side} {seconds[side][-1]:.2f} s ({cpu[side][-1]:.2f} s CPU, encoded {t.audios_encoded}, "
+                f"LLM ran {len(t.input_ids) - t.kv_reused})" for side, t in turns.items()), flush=True)
         shutil.rmtree(scratch / "model")
-    result = {"model": args.model, "threads": torch.get_num_threads(), "new_tokens": args.new_tokens,
-              "turn5_cache_s": seconds["cache"][-1], "turn5_reencode_s": seconds["re-encode"][-1],
-              "turn5_ratio": seconds["re-encode"][-1] / seconds["cache"][-1],
-              "conversation_cache_s": sum(seconds["cache"]), "conversation_reencode_s": sum(seconds["re-encode"]),
-              "conversation_ratio": sum(seconds["re-encode"]) / sum(seconds["cache"]),
-              "turn5_cache_cpu_s": cpu["cache"][-1], "turn5_reencode_cpu_s": cpu["re-encode"][-1],
-              "turn5_cpu_ratio": cpu["re-encode"][-1] / cpu["cache"][-1],
-              "conversation_cpu_ratio": sum(cpu["re-encode"]) / sum(cpu["cache"])}
+    result: dict = {"model": args.model, "threads": torch.get_num_threads(), "new_tokens": args.new_tokens,
+                    "kv_ids_identical_per_turn": same_ids}
+    for side in chats:
+        result[f"turn5_s[{side}]"], result[f"turn5_cpu_s[{side}]"] = seconds[side][-1], cpu[side][-1]
+        result[f"conversation_s[{side}]"], result[f"conversation_cpu_s[{side}]"] = sum(seconds[side]), sum(cpu[side])
+    for side in ("audio", "audio+kv"):   # how many times faster than re-encoding everything
+        result[f"turn5_ratio[{side}]"] = seconds["re-encode"][-1] / seconds[side][-1]
+        result[f"turn5_cpu_ratio[{side}]"] = cpu["re-encode"][-1] / cpu[side][-1]
+        result[f"conversation_cpu_ratio[{side}]"] = sum(cpu["re-encode"]) / sum(cpu[side])
     print(json.dumps(result, indent=1))
-    print(f"| {args.model} | {result['threads']} | {result['turn5_reencode_s']:.2f} | {result['turn5_cache_s']:.2f} | "
-          f"{result['turn5_ratio']:.2f}× | {result['turn5_reencode_cpu_s']:.2f} | {result['turn5_cache_cpu_s']:.2f} | "
-          f"**{result['turn5_cpu_ratio']:.2f}×** | {result['conversation_cpu_ratio']:.2f}× |")
-    return 0
+    print("| model | threads | turn 5 s: re-encode / audio / audio+kv | ratio audio, audio+kv | "
+          "turn 5 CPU s: re-encode / audio / audio+kv | CPU ratio audio, audio+kv | conversation CPU ratio |")
+    print(f"| {args.model} | {result['threads']} | " + " / ".join(f"{seconds[s][-1]:.2f}" for s in chats) +
+          f" | {result['turn5_ratio[audio]']:.2f}×, {result['turn5_ratio[audio+kv]']:.2f}× | " +
+          " / ".join(f"{cpu[s][-1]:.2f}" for s in chats) +
+          f" | {result['turn5_cpu_ratio[audio]']:.2f}×, **{result['turn5_cpu_ratio[audio+kv]']:.2f}×** | "
+          f"{result['conversation_cpu_ratio[audio]']:.2f}×, {result['conversation_cpu_ratio[audio+kv]']:.2f}× |")
+    return 0 if all(same_ids) else 1
 
 
 if __name__ == "__main__":

@@ -21,9 +21,14 @@ Each `ask`:
    the padding of the longest): an embedding then depends on the other clips of the turn, a cache
    cannot be exact, and the chat re-encodes everything as the official code does (it warns once,
    and `audio_cache` is None with the reason in `audio_cache_note`). `cache_audio=False` re-encodes too;
-4. greedy decoding until `<|im_end|>`, `<|im_start|>` or `<|endoftext|>` (the official chat samples
+4. with the audio cache, the LLM's keys and values of the previous turn are reused (`workbench.chat_kv`,
+   `reuse_kv=True`): turn n runs the LLM on the positions after the previous prompt only, and falls
+   back to the full pass when the prompt does not extend it (history dropped, `reset()`). Equal to the
+   full pass up to float rounding (the same ids in the tests, logits within ~1e-5), not bit for bit;
+   `reuse_kv=False` or `cache_audio=False` runs the official full pass every turn;
+5. greedy decoding until `<|im_end|>`, `<|im_start|>` or `<|endoftext|>` (the official chat samples
    with top_p 0.5 by default; its evaluation and the golden fixtures decode greedily);
-5. the response is post-processed as the official `decode_tokens` does for ChatML (see `response_text`),
+6. the response is post-processed as the official `decode_tokens` does for ChatML (see `response_text`),
    and (query, response) is appended to the history.
 
 The native model equals the official one up to 2048 positions (`ContextTooLongError` beyond), so a
@@ -49,6 +54,7 @@ import torch
 from workbench.analysis.capabilities import require
 from workbench.audio import MIN_SAMPLES, SAMPLE_RATE, audio_span_tokens, load_audio, log_mel
 from workbench.audio_checks import check_min_length
+from workbench.chat_kv import KVReuse, unsupported
 from workbench.errors import ChatInputError
 from workbench.models.base import AudioLM, AudioSpan, Generation, ModelInputs
 from workbench.tags import Segment, grounding_segments
@@ -73,6 +79,8 @@ class ChatTurn:
     response: str                         # after the official post-processing
     dropped_turns: int                    # oldest history turns left out of the 6144-token window
     audios_encoded: int = 0               # clips run through the encoder for this turn (the rest were cached)
+    kv_reused: int = 0                    # prompt positions whose keys and values came from the previous turn:
+                                          # the LLM ran len(input_ids) - kv_reused prompt positions
 
 
 def response_text(tokenizer: QwenAudioTokenizer, generation: Generation) -> str:
@@ -176,11 +184,16 @@ class Chat:
     clips only; exact with per-clip encoding, and off (re-encoding, with a warning) when the model
     encodes a prompt's clips as one batch (`audio_batching="official"`). `audio_cache_note` says why
     a chat re-encodes.
+    reuse_kv: keep the LLM's keys and values between turns (`workbench.chat_kv.KVReuse`), so a turn runs the
+    LLM on its new positions only; needs the audio cache (held keys of an audio are only valid for the same
+    embeddings) and a family with a splice and fixed rotary phases. `kv_cache` is None when off, with the
+    reason in `kv_note`.
     """
 
     def __init__(self, model: AudioLM, system: str = DEFAULT_SYSTEM, *, numbering: str = "per_message",
                  space_after_colon: bool = False, audio_dir: str | Path | None = None,
-                 history: Sequence[tuple[str, str]] = (), max_window: int = MAX_WINDOW, cache_audio: bool = True):
+                 history: Sequence[tuple[str, str]] = (), max_window: int = MAX_WINDOW, cache_audio: bool = True,
+                 reuse_kv: bool = True):
         require(model, "Chat")   # a family that writes the official ChatML context (Qwen-Audio)
         if model.family != "qwen-audio-chat":
             warnings.warn("this is the base Qwen-Audio, trained on tag prompts, not on ChatML: its replies to a "
@@ -208,6 +221,17 @@ class Chat:
         elif cache_audio:
             self.audio_cache = AudioCache(model)
             self.audio_cache_note = "per-clip encoding: each turn encodes its new clips only (exact)"
+        self.kv_cache: KVReuse | None = None
+        reason = unsupported(model) if reuse_kv and self.audio_cache is not None else None
+        if not reuse_kv or self.audio_cache is None:
+            # without the audio cache a chat is the official computation, and so is every LLM pass
+            why = "reuse_kv=False" if not reuse_kv else "no audio cache (held keys of an audio need its exact embeddings)"
+            self.kv_note = f"{why}: every turn runs the LLM over the whole prompt"
+        elif reason is not None:
+            self.kv_note = reason
+        else:
+            self.kv_cache = KVReuse(model)
+            self.kv_note = "each turn runs the LLM on the positions after the previous turn's prompt"
 
     @property
     def history(self) -> list[tuple[str, str]]:
@@ -220,6 +244,8 @@ class Chat:
         self.turns.clear()
         if self.audio_cache is not None:
             self.audio_cache.clear()
+        if self.kv_cache is not None:
+            self.kv_cache.clear()
 
     def ask(self, query: str | Sequence[Mapping[str, str | Path]], *, max_new_tokens: int = 512) -> str:
         """Send one message; returns the response and appends (query, response) to the history."""
@@ -234,18 +260,19 @@ class Chat:
         spans = [audio_span_tokens(len(clip)) for clip in samples]
         context = tokenizer.chat_context(text, self._history, self.system, spans, self.max_window)
         kept = self._kept(samples, context.dropped_turns)
+        reused = 0
         if self.audio_cache is None:
             generation = self.model.generate(self._inputs(context.raw_text, context.ids, kept),
                                              max_new_tokens=max_new_tokens)
             encoded = len(kept)
         else:
-            generation, encoded = self._generate_cached(context, kept, max_new_tokens)
+            generation, encoded, reused = self._generate_cached(context, kept, max_new_tokens)
         response = response_text(tokenizer, generation)
         self.turns.append(ChatTurn(
             query=text, raw_text=context.raw_text, input_ids=tuple(context.ids),
             audio_span_tokens=tuple(context.audio_span_tokens), generated_ids=tuple(generation.ids),
             stop_token=generation.stop_token, response=response, dropped_turns=context.dropped_turns,
-            audios_encoded=encoded))
+            audios_encoded=encoded, kv_reused=reused))
         self._history.append((text, response))
         return response
 
@@ -300,9 +327,12 @@ class Chat:
         return ModelInputs(text=raw_text, input_ids=torch.tensor([ids]), audios=audios)
 
     @torch.no_grad()
-    def _generate_cached(self, context: Any, clips: list[np.ndarray], max_new_tokens: int) -> tuple[Generation, int]:
+    def _generate_cached(self, context: Any, clips: list[np.ndarray],
+                         max_new_tokens: int) -> tuple[Generation, int, int]:
         """Greedy decoding on make_context's ids with the audio from the cache (new clips encoded):
-        the same embeddings, spliced and decoded by the same code as `model.generate`."""
+        the same embeddings, spliced and decoded by the same code as `model.generate`; with `kv_cache`,
+        from the previous turn's keys and values. Returns the generation, the clips encoded and the
+        prompt positions reused."""
         start_id = self.model.tokenizer.audio_start_id
         starts = [i for i, token in enumerate(context.ids) if token == start_id]
         spans = [AudioSpan(source=ref, n_samples=len(clip), start=start, n_positions=n)
@@ -310,10 +340,19 @@ class Chat:
                                                 strict=True)]
         inputs = ModelInputs(text=context.raw_text, input_ids=torch.tensor([context.ids]), audios=spans)
         embeds, encoded = self.audio_cache.embeds(inputs, clips)
-        ids = self.model.adapter.interventions.greedy(inputs, embeds, max_new_tokens)
-        stop = ids[-1] if ids and ids[-1] in self.model.stop_ids(inputs) else None
+        stops = self.model.stop_ids(inputs)
+        kv = self.kv_cache
+        # Past the family's position limit the full path raises its error (ContextTooLongError for
+        # Qwen-Audio, whose official NTK/logn scaling would start there): the held keys stay as they are.
+        if kv is not None and inputs.length + max_new_tokens - 1 <= self.model.adapter.splice.max_positions:
+            ids = kv.greedy(inputs, embeds, [self.audio_cache.key(clip) for clip in clips], stops, max_new_tokens)
+            reused = kv.reused
+        else:
+            ids, reused = self.model.adapter.interventions.greedy(inputs, embeds, max_new_tokens), 0
+        stop = ids[-1] if ids and ids[-1] in stops else None
         ids = ids[:-1] if stop is not None else ids
-        return Generation(ids=ids, text=self.model.decode(ids), prompt_length=inputs.length, stop_token=stop), encoded
+        generation = Generation(ids=ids, text=self.model.decode(ids), prompt_length=inputs.length, stop_token=stop)
+        return generation, encoded, reused
 
 
 def _checked_item(item: object, index: int) -> dict[str, str]:
