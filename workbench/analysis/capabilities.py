@@ -31,9 +31,9 @@ ANALYSES: dict[str, tuple[str, ...]] = {
     "edge_knockout": ("capture", "interventions"),
     "direct_logit_attribution": ("capture",),
     "attribution_patch": ("interventions",),
-    # the corrupted input is the audio, restored position by position: the audio must sit in the
-    # token sequence (spliced into the LLM's input), which Whisper's cross-attention does not do
-    "causal_trace": ("interventions", "splice"),
+    # the corrupted input is the audio, restored position by position in the token sequence where
+    # the audio is spliced in, or frame by frame in the encoder (Whisper: `tracing_encoder`)
+    "causal_trace": ("interventions",),
     "ablate": ("splice",),
     "attribute_tags": ("splice",),
     "attribute_audio": ("splice",),

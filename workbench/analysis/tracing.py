@@ -24,10 +24,11 @@ English transcription, noise at 0 dB: log p of the answer −2.3 clean, −16.2 
 bins recover up to 0.4 in the first two layers, the answer positions 0.83 at layer 2 and 1.00 at the
 last layer (whose output there gives every scored logit but the first answer token's).
 
-Restoring needs the audio in the token sequence: families whose LLM reads the audio spliced into
-its input (Qwen-Audio v1, -Chat, nano). Whisper reads it through cross-attention and is refused
-by the capability table. Restoring every position at a layer gives the clean score exactly;
-restoring none gives the corrupted one (`tests/test_tracing.py`).
+`stack` says where: the token sequence (the default where the audio is spliced into the LLM's
+input: Qwen-Audio v1, -Chat, nano), or the audio encoder, its frames binned by time ("encoder",
+the default for Whisper, whose decoder reads the audio by cross-attention; `tracing_encoder`, which
+also says how Whisper's padding to 30 s is handled). Restoring every position (frame) at a layer
+gives the clean score exactly; restoring none gives the corrupted one (`tests/test_tracing.py`).
 """
 from __future__ import annotations
 
@@ -53,9 +54,11 @@ from workbench.analysis.interventions import (
 )
 from workbench.analysis.positions import decode_ids, label_positions
 from workbench.analysis.stats import mean_ci_columns
-from workbench.audio import SAMPLE_RATE, load_audio
+from workbench.analysis.tracing_encoder import encoder_columns, trace_stack
+from workbench.audio import SAMPLE_RATE, encoder_frames, load_audio
 from workbench.errors import AudioError, PatchingError
 from workbench.figures.tracing import plot_causal_trace, plot_causal_trace_many
+from workbench.models.adapter import Stack
 
 __all__ = ["CausalTrace", "CausalTraceMany", "causal_trace", "causal_trace_many", "corrupt_audio",
            "measured_snr_db", "restored_score"]
@@ -130,6 +133,7 @@ class _Runs:
     """One prompt on the clean and on the corrupted clip, the answer appended to both."""
 
     adapter: Any
+    stack: Stack                       # where the clean residual stream is restored: the sequence or the encoder
     layers: dict[int, torch.Tensor]    # the clean run's residual stream, recorded at the chosen layers
     clean_inputs: Any
     corrupt_inputs: Any
@@ -140,12 +144,15 @@ class _Runs:
     clean: float
     corrupt: float
     measure: str
+    clip_frames: int                   # encoder frames of the clip (the window's may be more: padding)
+    corrupt_layers: dict[int, torch.Tensor]   # the corrupted run's encoder layers, where `encode_after` is declared
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model: Any, prompt: Any, clean_audio: Any, corrupt: Any, layers: Sequence[int],
+    def build(cls, model: Any, prompt: Any, clean_audio: Any, corrupt: Any, stack: Stack, layers: Sequence[int],
               continuation: str | None, max_new_tokens: int, audio_dir: Any, seed: int) -> _Runs:
         adapter = require(model, "causal_trace")
+        encoder = stack is adapter.encoder
         if isinstance(clean_audio, (list, tuple)) and not _is_pair(clean_audio):
             raise PatchingError("causal_trace takes one clean clip (a path or an array): trace clips one at a time, "
                                 "or over many with causal_trace_many")
@@ -156,37 +163,62 @@ class _Runs:
         if len(prompts[0].audios) != 1:
             raise PatchingError(f"the prompt holds {len(prompts[0].audios)} audios: causal_trace corrupts one, so "
                                 "give a prompt with one <audio> (or none: it is put in front)")
-        n_clean, n_corrupt = prompts[0].audios[0].n_positions, prompts[1].audios[0].n_positions
+        n_clean, n_corrupt = (encoder_frames(p.audios[0].n_samples) if encoder else p.audios[0].n_positions
+                              for p in prompts)
         if n_clean != n_corrupt or prompts[0].length != prompts[1].length:
             raise AudioError(
-                f"the corrupted clip gives {n_corrupt} audio positions ({len(corrupt_wave) / SAMPLE_RATE:.2f} s) and the "
+                f"the corrupted clip gives {n_corrupt} {'encoder frames' if encoder else 'audio positions'} "
+                f"({len(corrupt_wave) / SAMPLE_RATE:.2f} s) and the "
                 f"clean one {n_clean} ({len(clean_wave) / SAMPLE_RATE:.2f} s): causal tracing restores position by "
                 "position, so both clips need the same length; corrupt_audio keeps it, or cut / np.pad the other clip "
                 "to the clean clip's number of samples")
-        audios = [adapter.interventions.encode(p) for p in prompts]
-        ids = (encode_text(model, continuation) if continuation is not None
-               else adapter.interventions.greedy(prompts[0], audios[0], max_new_tokens))
-        if not ids:
-            raise PatchingError("the continuation to score is empty: pass continuation= some text")
-        runs = [p.extended(ids) for p in prompts]
-        rows = answer_rows(prompts[0].length, ids)
-        store: dict[int, torch.Tensor] = {}
-        with hooks([(adapter.sequence.layers[i], recorder(store, i, False), False) for i in layers]):
-            clean = logprob(adapter.interventions.run(runs[0], audios[0], rows), ids)
-        corrupt_score = logprob(adapter.interventions.run(runs[1], audios[1], rows), ids)
+        interventions, store = adapter.interventions, {}
+        # Each hooked layer keeps its last call: an encoder layer runs in `encode` only, a sequence
+        # layer last in the scored clean run (after any greedy decoding).
+        with hooks([(stack.layers[i], recorder(store, i, False), False) for i in layers]):
+            clean_audio = interventions.encode(prompts[0])
+            ids = (encode_text(model, continuation) if continuation is not None
+                   else interventions.greedy(prompts[0], clean_audio, max_new_tokens))
+            if not ids:
+                raise PatchingError("the continuation to score is empty: pass continuation= some text")
+            runs, rows = [p.extended(ids) for p in prompts], answer_rows(prompts[0].length, ids)
+            clean = logprob(interventions.run(runs[0], clean_audio, rows), ids)
+        corrupted: dict[int, torch.Tensor] = {}
+        after = encoder and interventions.encode_after is not None
+        with hooks([(stack.layers[i], recorder(corrupted, i, False), False) for i in layers] if after else []):
+            corrupt_encoded = interventions.encode(prompts[1])
+        corrupt_score = logprob(interventions.run(runs[1], corrupt_encoded, rows), ids)
         table = label_positions(model, runs[0], n_prompt=prompts[0].length)
-        return cls(adapter, store, *runs, audios[1], rows, list(ids), table, clean, corrupt_score,
-                   f"log p({short_text(decode_ids(model, ids))})")
+        return cls(adapter, stack, store, *runs, corrupt_encoded, rows, list(ids), table, clean, corrupt_score,
+                   f"log p({short_text(decode_ids(model, ids))})", n_clean, corrupted)
+
+    @property
+    def n_positions(self) -> int:
+        """Positions (frames) a restore can pick: the sequence's, or the encoder's whole window."""
+        return next(iter(self.layers.values())).shape[1] if self.stack is self.adapter.encoder else len(self.table)
+
+    def columns(self, bins: int) -> list[tuple[str, str, tuple[float, float], np.ndarray]]:
+        if self.stack is self.adapter.encoder:
+            return encoder_columns(self.clip_frames, self.n_positions, bins, self.adapter.frame_seconds)
+        return _columns(self.table, bins)
 
     @torch.no_grad()
     def restored(self, layer: int, positions: np.ndarray) -> float:
-        """The corrupted run's score with the clean residual stream of `layer` at `positions`."""
-        interventions = self.adapter.interventions
-        if len(positions) == 0:
-            return logprob(interventions.run(self.corrupt_inputs, self.corrupt_audio, self.rows), self.ids)
-        pairs = np.stack([positions, positions], axis=1)
-        with hooks([(self.adapter.sequence.layers[layer], patcher(self.layers[layer], pairs, False), False)]):
-            return logprob(interventions.run(self.corrupt_inputs, self.corrupt_audio, self.rows), self.ids)
+        """The corrupted run's score with the clean residual stream of `layer` at `positions` (the
+        corrupted clip encoded again when they are encoder frames: from that layer on where the
+        family declares `encode_after`, else all of it with the frames patched by a hook)."""
+        interventions, encoder = self.adapter.interventions, self.stack is self.adapter.encoder
+        restore = patcher(self.layers[layer], np.stack([positions, positions], axis=1), False)
+        hooked = [(self.stack.layers[layer], restore, False)] if len(positions) and layer not in self.corrupt_layers else []
+        with hooks(hooked):     # on the sequence's layer during the run, or the encoder's during a re-encode
+            if not len(positions) or not encoder:
+                encoded = self.corrupt_audio
+            elif hooked:
+                encoded = interventions.encode(self.corrupt_inputs)
+            else:
+                encoded = interventions.encode_after(self.corrupt_inputs, layer,
+                                                     restore(None, (), self.corrupt_layers[layer]))
+            return logprob(interventions.run(self.corrupt_inputs, encoded, self.rows), self.ids)
 
 
 def _is_pair(audio: Any) -> bool:
@@ -194,17 +226,19 @@ def _is_pair(audio: Any) -> bool:
 
 
 def _columns(table: pd.DataFrame, bins: int) -> list[tuple[str, str, tuple[float, float], np.ndarray]]:
-    """(name, kind, seconds, positions) per column: tags, t0…t{bins-1}, text, answer (those present)."""
+    """(name, kind, seconds, positions) per column: tags, t0…t{bins-1}, text, answer (those present;
+    no bins where the sequence has no audio positions: Whisper's decoder)."""
     prompt, output = (table["part"] == "prompt").to_numpy(), (table["part"] == "output").to_numpy()
     group = table["group"].to_numpy()
     none = (np.nan, np.nan)
     columns = [("tags", "tags", none, np.flatnonzero(prompt & (group == "tags")))]
     tokens = np.flatnonzero((table["kind"] == "audio").to_numpy())
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= bins <= len(tokens):
+    if len(tokens) and (isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 1 <= bins <= len(tokens)):
         raise PatchingError(f"bins={bins!r}: give an int from 1 to the clip's {len(tokens)} audio positions")
-    shares = np.array_split(tokens, bins)
-    shares[0] = np.concatenate([np.flatnonzero((table["kind"] == "audio_bos").to_numpy()), shares[0]])
-    shares[-1] = np.concatenate([shares[-1], np.flatnonzero((table["kind"] == "audio_eos").to_numpy())])
+    shares = np.array_split(tokens, bins) if len(tokens) else []
+    if shares:
+        shares[0] = np.concatenate([np.flatnonzero((table["kind"] == "audio_bos").to_numpy()), shares[0]])
+        shares[-1] = np.concatenate([shares[-1], np.flatnonzero((table["kind"] == "audio_eos").to_numpy())])
     for k, share in enumerate(shares):
         times = table.loc[share, ["start_s", "end_s"]].to_numpy(float)
         columns.append((f"t{k}", "audio", (float(np.nanmin(times[:, 0])), float(np.nanmax(times[:, 1]))), share))
@@ -221,12 +255,12 @@ def _columns(table: pd.DataFrame, bins: int) -> list[tuple[str, str, tuple[float
 class CausalTrace:
     """Scores of the corrupted run with the clean residual stream restored, layer × column."""
 
-    stack: str                               # "llm"
+    stack: str                               # "llm", "decoder" or "encoder"
     layers: tuple[int, ...]
-    columns: tuple[str, ...]                 # "tags", "t0", …, "text", "answer"
-    kinds: tuple[str, ...]                   # per column: "tags", "audio", "text" or "answer"
-    seconds: tuple[tuple[float, float], ...]  # per column: the audio bin's (start, end) s; NaN elsewhere
-    positions: tuple[tuple[int, ...], ...]   # per column: the sequence positions restored
+    columns: tuple[str, ...]                 # "tags", "t0", …, "text", "answer"; encoder: "t0", …, "pad"
+    kinds: tuple[str, ...]                   # per column: "tags", "audio", "text", "answer" or "padding"
+    seconds: tuple[tuple[float, float], ...]  # per column: the audio bin's (or padding's) (start, end) s; else NaN
+    positions: tuple[tuple[int, ...], ...]   # per column: the sequence positions (encoder frames) restored
     scores: np.ndarray                       # (layers, columns)
     clean: float
     corrupt: float
@@ -245,8 +279,8 @@ class CausalTrace:
         return self.delta / gap if gap != 0 else np.full(self.scores.shape, np.nan)
 
     def column_labels(self) -> list[str]:
-        """The columns as a figure shows them: audio bins by their seconds."""
-        return [f"{a:.2f}–{b:.2f} s" if kind == "audio" else name
+        """The columns as a figure shows them: audio bins (and padding) by their seconds."""
+        return [f"{a:.2f}–{b:.2f} s" if kind == "audio" else f"pad {a:.2f}–{b:.0f} s" if kind == "padding" else name
                 for name, kind, (a, b) in zip(self.columns, self.kinds, self.seconds)]
 
     def to_pandas(self) -> pd.DataFrame:
@@ -295,49 +329,57 @@ class CausalTraceMany:
 
 
 def restored_score(model: Any, prompt: Any, clean_audio: Any, corrupt: Any = "noise", *, layer: int,
-                   positions: Any = "all", continuation: str | None = None, max_new_tokens: int = 48,
-                   audio_dir: Any = None, seed: int = 0) -> float:
+                   positions: Any = "all", stack: str | None = None, continuation: str | None = None,
+                   max_new_tokens: int = 48, audio_dir: Any = None, seed: int = 0) -> float:
     """The corrupted run's score with `layer`'s clean residual stream restored at `positions`
-    ("all", a column name of `causal_trace` with the default bins, or position ints; [] restores none)."""
-    runs = _Runs.build(model, prompt, clean_audio, corrupt, [check_layer(model.adapter.sequence, layer)],
-                       continuation, max_new_tokens, audio_dir, seed)
+    ("all", a column name of `causal_trace` with the default bins, or position ints, encoder frames
+    on the encoder; [] restores none)."""
+    chosen = trace_stack(require(model, "causal_trace"), stack)
+    layer = check_layer(chosen, layer)
+    runs = _Runs.build(model, prompt, clean_audio, corrupt, chosen, [layer], continuation, max_new_tokens,
+                       audio_dir, seed)
     if isinstance(positions, str):
-        columns = {name: picked for name, _, _, picked in _columns(runs.table, 8)}
+        columns = {name: picked for name, _, _, picked in runs.columns(8)}
         if positions != "all" and positions not in columns:
             raise PatchingError(f"positions={positions!r}: give 'all', one of {list(columns)} or position ints")
-        picked = np.arange(len(runs.table)) if positions == "all" else columns[positions]
+        picked = np.arange(runs.n_positions) if positions == "all" else columns[positions]
     else:
         picked = np.asarray(positions, dtype=int).ravel()
-        if ((picked < 0) | (picked >= len(runs.table))).any():
-            raise PatchingError(f"positions {picked.tolist()[:8]} fall outside the {len(runs.table)} positions run")
-    return runs.restored(check_layer(model.adapter.sequence, layer), picked)
+        if ((picked < 0) | (picked >= runs.n_positions)).any():
+            raise PatchingError(f"positions {picked.tolist()[:8]} fall outside the {runs.n_positions} positions run")
+    return runs.restored(layer, picked)
 
 
 def causal_trace(model: Any, prompt: Any, clean_audio: Any, corrupt: Any = "noise", *,
-                 layers: Sequence[int] | None = None, bins: int = 8, continuation: str | None = None,
-                 max_new_tokens: int = 48, audio_dir: Any = None, seed: int = 0) -> CausalTrace:
+                 layers: Sequence[int] | None = None, bins: int = 8, stack: str | None = None,
+                 continuation: str | None = None, max_new_tokens: int = 48, audio_dir: Any = None,
+                 seed: int = 0) -> CausalTrace:
     """Restore the clean residual stream at every layer (or `layers`) × column (module docstring).
 
     corrupt: a corrupted clip (a path or an array as long as `clean_audio`, e.g. from
       `corrupt_audio`), or one of "noise", "clip", "shift", "band" for `corrupt_audio`'s defaults
       (noise at 0 dB SNR drawn with `seed`, …; "clip" needs the other clip: pass it corrupted).
+    stack: "encoder" (frames binned by time, then Whisper's padding) or the token sequence's name
+      ("llm", "decoder"); default the encoder for Whisper, else the token sequence (`tracing_encoder`).
     continuation: the answer to score; default the clean run's greedy output.
     """
-    require(model, "causal_trace")
-    chosen = check_layers(model.adapter.sequence, layers)
-    runs = _Runs.build(model, prompt, clean_audio, corrupt, chosen, continuation, max_new_tokens, audio_dir, seed)
-    columns = _columns(runs.table, bins)
+    traced = trace_stack(require(model, "causal_trace"), stack)
+    chosen = check_layers(traced, layers)
+    runs = _Runs.build(model, prompt, clean_audio, corrupt, traced, chosen, continuation, max_new_tokens,
+                       audio_dir, seed)
+    columns = runs.columns(bins)
     scores = np.array([[runs.restored(layer, picked) for _, _, _, picked in columns] for layer in chosen])
     how = corrupt if isinstance(corrupt, str) and corrupt in HOW else "the corrupted clip given"
-    return CausalTrace(runs.adapter.sequence.name, tuple(chosen), tuple(c[0] for c in columns),
+    return CausalTrace(traced.name, tuple(chosen), tuple(c[0] for c in columns),
                        tuple(c[1] for c in columns), tuple(c[2] for c in columns),
                        tuple(tuple(int(p) for p in c[3]) for c in columns), scores, runs.clean, runs.corrupt,
                        runs.measure, runs.clean_inputs.text, how)
 
 
 def causal_trace_many(model: Any, prompt: Any, clips: Sequence[Any], corrupt: Any = "noise", *,
-                      layers: Sequence[int] | None = None, bins: int = 8, continuations: Sequence[str] | None = None,
-                      max_new_tokens: int = 48, audio_dir: Any = None, seed: int = 0) -> CausalTraceMany:
+                      layers: Sequence[int] | None = None, bins: int = 8, stack: str | None = None,
+                      continuations: Sequence[str] | None = None, max_new_tokens: int = 48, audio_dir: Any = None,
+                      seed: int = 0) -> CausalTraceMany:
     """`causal_trace` over many clips. corrupt: one of `corrupt_audio`'s names (clip k drawn with
     seed + k), or a list with one corrupted clip per clip. continuations: one answer per clip
     (default each clean run's greedy output)."""
@@ -351,7 +393,7 @@ def causal_trace_many(model: Any, prompt: Any, clips: Sequence[Any], corrupt: An
     if continuations is not None and len(continuations) != len(clips):
         raise PatchingError(f"{len(continuations)} continuations for {len(clips)} clips: give one per clip, or none")
     traces = tuple(causal_trace(model, prompt, clip, corrupt if named else corrupt[k], layers=layers, bins=bins,
-                                continuation=None if continuations is None else continuations[k],
+                                stack=stack, continuation=None if continuations is None else continuations[k],
                                 max_new_tokens=max_new_tokens, audio_dir=audio_dir, seed=seed + k)
                    for k, clip in enumerate(clips))
     return CausalTraceMany(traces)

@@ -1,7 +1,7 @@
 """Figures of causal tracing with corrupted audio (`workbench.analysis.tracing`): one clip's layer ×
-(tags | audio bins | text | answer) heatmap, and over many clips the mean per cell beside its
-bootstrap CI along the columns. Audio bins are labelled by their seconds (one clip) or t0…tn (many
-clips of different lengths: each bin is the same share of its clip).
+(tags | audio bins | text | answer) heatmap (Whisper's encoder: audio bins | padding), and over many
+clips the mean per cell beside its bootstrap CI along the columns. Audio bins are labelled by their
+seconds (one clip) or t0…tn (many clips of different lengths: each bin is the same share of its clip).
 """
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ def _heatmap(ax: Axes, values: np.ndarray, columns: list[str], kinds: tuple[str,
             ax.text(j, i, "–" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if abs(v) > 0.6 * limit else "black")
     ax.set_xticks(np.arange(len(columns)), columns, rotation=40, ha="right")
-    for tick, kind in zip(ax.get_xticklabels(), kinds):   # the position groups in their colours
-        tick.set_color(GROUP_COLORS.get("audio" if kind == "audio" else "tags" if kind == "tags" else "text"))
+    for tick, kind in zip(ax.get_xticklabels(), kinds):   # the position groups in their colours, padding grey
+        tick.set_color("0.45" if kind == "padding" else
+                       GROUP_COLORS.get("audio" if kind == "audio" else "tags" if kind == "tags" else "text"))
     ax.set_yticks(np.arange(len(layers)), [str(layer) for layer in layers])
-    ax.set(xlabel="positions restored (audio binned by time)", ylabel=f"{stack} layer")
+    what = "encoder frames restored (binned by time)" if stack == "encoder" else "positions restored (audio binned by time)"
+    ax.set(xlabel=what, ylabel=f"{stack} layer")
     return image
 
 

@@ -87,6 +87,9 @@ class Interventions:
     encode: Callable[[Any], Any]                     # ModelInputs → the audio, as `run` and `greedy` read it
     run: Callable[..., torch.Tensor]                 # (inputs, audio, keep=slice(None)) → logits (kept rows, vocab), float32
     greedy: Callable[[Any, Any, int], list[int]]     # (inputs, audio, max_new_tokens) → new ids, stop token included
+    # (inputs, layer, encoder layer `layer`'s output) → the audio as `encode` gives it, only the encoder's
+    # layers after `layer` run (causal tracing restores frames there); None: re-encode under a hook
+    encode_after: Callable[[Any, int, torch.Tensor], Any] | None = None
 
 
 @dataclass(frozen=True)

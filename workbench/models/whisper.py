@@ -224,7 +224,18 @@ class WhisperLM(AudioLM):
         """The encoder's output and every decoder layer's cross-attention keys and values: they
         depend on the audio only, so computed once they serve every decoder run on this audio
         (a decoder pass over 1500 frames then costs ~10x less)."""
-        hidden = self._encode(inputs).last_hidden_state
+        return self._cross_cached(inputs, self._encode(inputs).last_hidden_state)
+
+    def encode_after(self, inputs: ModelInputs, layer: int, hidden: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        """`encode_audio` from encoder layer `layer`'s output `hidden` (1, frames, d): the layers after
+        it and the final norm, as the encoder's forward runs them, then the cross-attention cache."""
+        encoder = self.model.model.encoder
+        for module in encoder.layers[layer + 1:]:
+            output = module(hidden, None)
+            hidden = output[0] if isinstance(output, tuple) else output
+        return self._cross_cached(inputs, encoder.layer_norm(hidden))
+
+    def _cross_cached(self, inputs: ModelInputs, hidden: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         decoder = self.model.model.decoder
         decoder(input_ids=inputs.input_ids[:, :1].to(self.device), encoder_hidden_states=hidden, use_cache=True,
@@ -312,7 +323,8 @@ class WhisperLM(AudioLM):
             encode_text=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
             first_special_id=self.tokenizer.eos_token_id, transcript_lead=" ", audio_marks=("<audio>",),
             alignment_heads=tuple((int(layer), int(head)) for layer, head in heads),
-            interventions=Interventions(encode=self.encode_audio, run=self.run, greedy=self.greedy))
+            interventions=Interventions(encode=self.encode_audio, run=self.run, greedy=self.greedy,
+                                        encode_after=self.encode_after))
 
 def _is_multilingual(model: WhisperForConditionalGeneration) -> bool:
     """openai-whisper's test for a real vocabulary: the English-only models have 51,864 ids, the
