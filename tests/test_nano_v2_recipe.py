@@ -197,6 +197,9 @@ def test_corpus_then_every_stage_then_eval(engines, english, model, tmp_path):
     assert all((work / f"{s}.done").exists() for s in ("lm", "stage1", "stage2"))
     log = [json.loads(line) for line in (work / "train_log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in log] == ["lm"] * 2 + ["stage1"] * 2 + ["stage2"] * 2
+    # The CTC aid trains the encoder head only (a stage-1 batch without an ASR clip has no CTC term).
+    assert any("ctc" in r for r in log if r["stage"] == "stage1")
+    assert not any("ctc" in r for r in log if r["stage"] != "stage1")
     lm, stage1 = load_v2(work / "ckpt-lm")[0], load_v2(work / "ckpt-stage1")[0]
     n_ranks = stage1.tokenizer.n_ranks
     text_rows = [torch.equal(a, b) for a, b in zip(lm.llm.lm_head.weight[:n_ranks], stage1.llm.lm_head.weight[:n_ranks])]
@@ -222,3 +225,54 @@ def test_a_step_is_located_in_epochs_of_different_lengths():
     lengths = [5, 3, 4]
     assert [locate(s, lambda e: lengths[e % 3]) for s in (0, 4, 5, 7, 8, 11, 12)] == \
         [(0, 0), (0, 4), (1, 0), (1, 2), (2, 0), (2, 3), (3, 0)]
+
+
+def test_ctc_loss_is_ctc_over_the_asr_clips_alone():
+    """The stage-1 aid equals torch's CTC computed clip by clip (mean over clips of loss / target length);
+    items of other tasks and multi-clip items are left out; a noise clip's empty target is all blanks."""
+    import torch.nn.functional as F
+    from data_v2 import ctc_loss
+    from nano_data import Sequence
+    torch.manual_seed(0)
+    n_ranks, width, stop = 10, 8, 12
+    head = torch.nn.Linear(width, n_ranks + 1)
+    asr = Sequence([11, 3, 4, 4, 7, stop], 1, [(0, "a")], "asr")        # prompt [11], target 3 4 4 7, stop
+    noise = Sequence([11, stop], 1, [(0, "b")], "asr")                  # empty transcript
+    caption = Sequence([11, 5, 6, stop], 1, [(0, "c")], "aac")
+    pair = Sequence([11, 5, stop], 1, [(0, "d"), (2, "e")], "asr")
+    audio = {name: torch.randn(frames + 2, width) for name, frames in zip("abcde", (9, 6, 5, 5, 5))}
+    clips = [(asr, audio["a"]), (caption, audio["c"]), (noise, audio["b"]), (pair, audio["d"]), (pair, audio["e"])]
+    got = ctc_loss(head, clips, n_ranks)
+
+    def alone(x: torch.Tensor, target: list[int]) -> torch.Tensor:
+        logp = head(x[1:-1]).log_softmax(-1)[:, None]
+        loss = F.ctc_loss(logp, torch.tensor([target]), [logp.shape[0]], [len(target)], blank=n_ranks,
+                          reduction="sum", zero_infinity=True)
+        return loss / max(1, len(target))
+    expected = (alone(audio["a"], [3, 4, 4, 7]) + alone(audio["b"], [])) / 2
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert ctc_loss(head, [(caption, audio["c"])], n_ranks) is None
+
+
+def test_stage2_replays_the_asked_fraction_of_tag_items():
+    from nano_data import Sequence
+    from train_nano_v2 import plan
+    tagged = [Sequence([1] * 5, 1, [], "asr") for _ in range(40)]
+    chat = [Sequence([2] * 5, 1, [], "chat") for _ in range(6)]
+    for replay, expected in ((1.0, 46), (0.5, 26), (0.0, 6)):
+        planned = plan("stage2", {"tagged": tagged, "chat": chat}, 0, 0, 64, replay)
+        assert sum(len(batch) for batch in planned) == expected
+
+
+def test_a_kept_record_thins_the_log_and_keeps_validation_and_last_steps(tmp_path):
+    from keep_record import thinned_log
+    records = [{"stage": "stage1", "step": s, "loss": 1.0} for s in range(1, 26)]
+    records[6]["validation_loss"] = 2.0  # step 7
+    records.append({"stage": "stage1", "step": 20, "loss": 0.5})  # a resumed run repeats step 20: later wins
+    records += [{"stage": "stage2", "step": s, "loss": 1.0} for s in range(1, 4)]
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    kept = thinned_log(log, 10)
+    assert [(r["stage"], r["step"]) for r in kept] == [("stage1", 7), ("stage1", 10), ("stage1", 20), ("stage1", 25),
+                                                       ("stage2", 3)]
+    assert next(r for r in kept if r["step"] == 20)["loss"] == 0.5

@@ -131,8 +131,9 @@ def build_sequence(tokenizer: QwenAudioTokenizer, row: dict, n_tokens: dict[str,
 
 
 def batch_loss(mix: LayerMixEncoder, llm, batch: list[Sequence], features: dict[str, torch.Tensor],
-               pad_id: int) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over the batch's target tokens, and how many there were."""
+               pad_id: int, audio_out: list | None = None) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the batch's target tokens, and how many there were. `audio_out`, when
+    given, receives (sequence, audio embeddings) for every clip, for the CTC objective below."""
     longest = max(len(s.ids) for s in batch)
     ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
     mask = torch.zeros(len(batch), longest, dtype=torch.long)
@@ -144,6 +145,8 @@ def batch_loss(mix: LayerMixEncoder, llm, batch: list[Sequence], features: dict[
         for start, digest in s.audio:
             audio = mix.embeds(features[digest])
             embeds[row, start: start + audio.shape[0]] = audio
+            if audio_out is not None:
+                audio_out.append((s, audio))
     rows, positions, targets = [], [], []
     for row, s in enumerate(batch):
         for t in range(s.n_prompt, len(s.ids)):
@@ -153,6 +156,31 @@ def batch_loss(mix: LayerMixEncoder, llm, batch: list[Sequence], features: dict[
     hidden = llm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
     logits = llm.lm_head(hidden[torch.tensor(rows), torch.tensor(positions)])
     return F.cross_entropy(logits.float(), torch.tensor(targets)), len(targets)
+
+
+def ctc_loss(head: torch.nn.Linear, clips: list[tuple[Sequence, torch.Tensor]], n_ranks: int) -> torch.Tensor | None:
+    """CTC from the audio embeddings the LLM reads to the transcript's BPE tokens (blank = the last
+    class), on one-clip ASR items (noise-only clips too: their target is empty, all blanks).
+
+    Why: with the LLM frozen (stage 1) the only signal reaching the encoder head is the LLM's loss
+    through soft prompts a small LLM barely uses (the first run's held-out loss moved 6.26 → 5.72), so
+    the head learned almost nothing and stage 2 had to read raw features. CTC gives every audio position
+    a direct target — the standard aid of joint CTC/attention ASR — and the head is training-only:
+    the checkpoint keeps Qwen-Audio's layout. None when the batch has no ASR clip."""
+    logits, targets, frames, lengths = [], [], [], []
+    for sequence, audio in clips:
+        if sequence.task != "asr" or len(sequence.audio) != 1:
+            continue
+        target = [t for t in sequence.ids[sequence.n_prompt: -1] if t < n_ranks]
+        logits.append(head(audio[1:-1]))  # without the audio bos/eos
+        targets += target
+        frames.append(audio.shape[0] - 2)
+        lengths.append(len(target))
+    if not logits:
+        return None
+    padded = torch.nn.utils.rnn.pad_sequence(logits).float().log_softmax(-1)  # (T, batch, n_ranks + 1)
+    return F.ctc_loss(padded, torch.tensor(targets, dtype=torch.long), torch.tensor(frames), torch.tensor(lengths),
+                      blank=n_ranks, zero_infinity=True)
 
 
 def default_workers() -> int:

@@ -70,7 +70,7 @@ def trainable(stage: str, model, mix) -> list[dict]:
     return [{"params": params}]
 
 
-def plan(stage: str, sequences: dict, epoch: int, seed: int, max_tokens: int) -> list[list]:
+def plan(stage: str, sequences: dict, epoch: int, seed: int, max_tokens: int, replay: float = 1.0) -> list[list]:
     rng = np.random.default_rng([seed, STAGES.index(stage), epoch])
     if stage == "lm":
         return batches(sequences["lm"], max_tokens, rng)
@@ -81,8 +81,12 @@ def plan(stage: str, sequences: dict, epoch: int, seed: int, max_tokens: int) ->
     chat, tagged = sequences["chat"], sequences["tagged"]
     if not chat:  # a corpus without chat items (smoke tests): SFT on the tag items alone
         return batches(tagged, max_tokens, rng)
-    replay = [tagged[i] for i in rng.choice(len(tagged), size=min(len(tagged), len(chat)), replace=False)]
-    return batches(chat + replay, max_tokens, rng)
+    # Tag items replayed beside ChatML, a new sample each epoch. The first run replayed as many as there
+    # are chat items (1,260 of 21,000), so stage 2 saw ~900 ASR clips an epoch and never learned to read
+    # speech; the default now replays them all (`--replay` < 1 samples a fraction).
+    count = min(len(tagged), round(replay * len(tagged)))
+    replayed = [tagged[i] for i in rng.choice(len(tagged), size=count, replace=False)]
+    return batches(chat + replayed, max_tokens, rng)
 
 
 def locate(step: int, epoch_length) -> tuple[int, int]:
@@ -99,6 +103,11 @@ def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, fea
     work, steps = args.work, args.steps[stage]
     state_file = work / f"state-{stage}.pt"
     groups = trainable(stage, model, mix)
+    ctc_weight = args.ctc[stage] if stage in ("stage1", "joint") else 0.0
+    n_ranks = model.tokenizer.n_ranks
+    ctc_head = torch.nn.Linear(model.llm.config.hidden_size, n_ranks + 1) if ctc_weight else None  # + blank
+    if ctc_head is not None:
+        groups.append({"params": list(ctc_head.parameters())})
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=args.lr[stage], weight_decay=0.01, betas=(0.9, 0.98))
     step, spent = 0, 0.0
@@ -106,12 +115,15 @@ def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, fea
         state = torch.load(state_file, weights_only=False)  # our own file: optimizer settings included
         model.network.load_state_dict(state["network"]), mix.load_state_dict(state["mix"])
         optimizer.load_state_dict(state["optimizer"])
+        if ctc_head is not None:
+            ctc_head.load_state_dict(state["ctc"])
         step, spent = state["step"], state.get("seconds", 0.0)
     pad = model.tokenizer.endoftext_id
 
     def save() -> None:
         torch.save({"network": model.network.state_dict(), "mix": mix.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step, "seconds": time.perf_counter() - began}, state_file.with_suffix(".tmp"))
+                    "ctc": ctc_head.state_dict() if ctc_head is not None else None, "step": step,
+                    "seconds": time.perf_counter() - began}, state_file.with_suffix(".tmp"))
         state_file.with_suffix(".tmp").replace(state_file)
 
     def validate() -> float:
@@ -122,7 +134,10 @@ def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, fea
         model.network.train(), mix.train()
         return sum(loss.item() * n for loss, n in losses) / max(1, sum(n for _, n in losses))
 
-    if not plan(stage, sequences, 0, args.seed, args.max_tokens):
+    def stage_plan(epoch: int) -> list[list]:
+        return plan(stage, sequences, epoch, args.seed, args.max_tokens, args.replay)
+
+    if not stage_plan(0):
         raise SystemExit(f"{stage}: no training sequences (is the corpus empty, or --lm-length longer than the text?)")
     print(f"{stage}: {sum(p.numel() for p in params):,} trainable parameters, {steps} steps, from step {step}", flush=True)
     began, last_save = time.perf_counter() - spent, time.perf_counter()  # time budgets count resumed runs too
@@ -131,21 +146,24 @@ def run_stage(stage: str, args, model, mix, sequences: dict, held_out: list, fea
     progress = tqdm(total=steps, initial=step, desc=stage, unit="step", mininterval=10)
     with open(log_file, "a", encoding="utf-8") as log:
         while step < steps:
-            epoch, index = locate(step, lambda e: len(plan(stage, sequences, e, args.seed, args.max_tokens)))
-            for batch in plan(stage, sequences, epoch, args.seed, args.max_tokens)[index:]:
+            epoch, index = locate(step, lambda e: len(stage_plan(e)))
+            for batch in stage_plan(epoch)[index:]:
                 if step >= steps:
                     break
                 lr = schedule(step, steps, args.lr[stage])
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss, n = data_v2.batch_loss(mix, model.llm, batch, features, pad)
+                clips: list = []
+                loss, n = data_v2.batch_loss(mix, model.llm, batch, features, pad, clips)
+                ctc = data_v2.ctc_loss(ctc_head, clips, n_ranks) if ctc_head is not None else None
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if ctc is None else loss + ctc_weight * ctc).backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 step += 1
                 progress.update(1)
                 record = {"stage": stage, "step": step, "loss": round(loss.item(), 4), "tokens": n, "lr": round(lr, 6),
+                          **({"ctc": round(ctc.item(), 4)} if ctc is not None else {}),
                           "seconds": round(time.perf_counter() - began, 1)}
                 if held_out and (step % args.validate_every == 0 or step == steps):
                     record["validation_loss"] = round(validate(), 4)
@@ -181,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", nargs=4, type=float, default=(0, 0, 0, 0), metavar=("LM", "S1", "S2", "JOINT"),
                         help="end a stage after this much wall time (0: run all its steps)")
     parser.add_argument("--lr", nargs=4, type=float, default=(2e-3, 2e-3, 1e-3, 2e-3), metavar=("LM", "S1", "S2", "JOINT"))
+    parser.add_argument("--ctc", nargs=4, type=float, default=(0, 1, 0, 1), metavar=("LM", "S1", "S2", "JOINT"),
+                        help="weight of the auxiliary CTC loss on the audio embeddings (stages that train the encoder)")
+    parser.add_argument("--replay", type=float, default=1.0, help="stage 2: fraction of tag items replayed each epoch")
     parser.add_argument("--max-tokens", type=int, default=2048, help="padded tokens per batch")
     parser.add_argument("--lm-length", type=int, default=128, help="tokens per LM-stage sequence")
     parser.add_argument("--lm-sentences", type=int, default=0, help="cap on real sentences per language (0: all)")
@@ -194,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    args.steps, args.lr, args.minutes = (dict(zip(STAGES, v)) for v in (args.steps, args.lr, args.minutes))
+    args.steps, args.lr, args.minutes, args.ctc = (dict(zip(STAGES, v)) for v in (args.steps, args.lr, args.minutes, args.ctc))
     sizes = SIZES | {"hidden": args.hidden, "layers": args.layers, "heads": max(1, args.hidden // 32),
                      "intermediate": 6 * args.hidden}
     torch.set_num_threads(args.threads)
